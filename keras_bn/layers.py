@@ -1,0 +1,466 @@
+"""`keras_bn.BatchNormalization`: a drop-in for Keras' layer with an analytic gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+from keras import initializers
+
+from keras_bn import ops
+
+__all__ = ["BatchNormalization"]
+
+
+def _normalize_axis(axis: int | Sequence[int]) -> int | list[int]:
+    if isinstance(axis, bool):
+        raise TypeError(
+            f"`axis` must be an int or a list of ints. Received: axis={axis!r}"
+        )
+    if isinstance(axis, int):
+        return axis
+    if (
+        isinstance(axis, (list, tuple))
+        and axis
+        and all(isinstance(a, int) and not isinstance(a, bool) for a in axis)
+    ):
+        return list(axis)
+    raise TypeError(
+        f"`axis` must be an int or a non-empty list of ints. Received: axis={axis!r}"
+    )
+
+
+def _clone_initializer(initializer):
+    # A seeded initializer object must not be reused for a second variable.
+    if isinstance(initializer, initializers.Initializer):
+        return initializer.__class__.from_config(initializer.get_config())
+    return initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_bn")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Batch Normalization whose backward pass is the closed-form gradient.
+
+    During training (`training=True`, and the layer trainable) the layer
+    normalizes each channel with the mean and variance of the current batch
+    and updates `moving_mean` and `moving_variance` as
+    `moving = moving * momentum + batch * (1 - momentum)`. During inference
+    it normalizes with those moving statistics. This is exactly
+    `keras.layers.BatchNormalization`; the weights have the same names, order
+    and shapes, so `set_weights(other.get_weights())` works both ways.
+
+    What differs is how the gradient is computed: by the analytic formulas
+    of Ioffe & Szegedy (2015) in `keras_bn.ops` instead of autodiff through
+    the statistics, which keeps only the input and per-channel vectors for
+    the backward pass. Beyond Keras' layer it also
+
+    - keeps the variance and the output accurate for inputs whose mean is
+      large compared with their spread (shifted two-pass statistics),
+    - leaves the moving statistics untouched by a batch that contains NaN or
+      Inf (an overflowing float16 step that loss scaling will skip) or whose
+      mask hides every element,
+    - accepts `axis` as a list of ints,
+    - offers ghost batches (`virtual_batch_size`), an unbiased (Bessel
+      corrected) moving variance, and `synchronized=True` with an analytic
+      backward pass that all-reduces two per-channel vectors.
+
+    Args:
+        axis: int or list of ints, the channel axis or axes (those not
+            normalized over). For `data_format="channels_first"` use 1.
+        momentum: momentum of the moving averages, in [0, 1].
+        epsilon: small positive float added to the variance.
+        center: if True, add the learned offset `beta`.
+        scale: if True, multiply by the learned scale `gamma`.
+        beta_initializer, gamma_initializer, moving_mean_initializer,
+        moving_variance_initializer, beta_regularizer, gamma_regularizer,
+        beta_constraint, gamma_constraint: as in Keras.
+        renorm: use Batch Renormalization (Ioffe 2017); the corrections `r`
+            and `d` are constants in the backward pass, as the paper says.
+        renorm_clipping: dict with optional keys `"rmax"`, `"rmin"`, `"dmax"`.
+        renorm_momentum: momentum of the renorm moving averages.
+        synchronized: compute the batch statistics over all replicas of a
+            `tf.distribute` strategy (exact parallel moments), and all-reduce
+            the two per-channel sums of the backward pass.
+        virtual_batch_size: if set, an int `k`; each group of `k`
+            consecutive examples is normalized with its own statistics (ghost
+            batch normalization, Hoffer et al. 2017). The batch size must be
+            divisible by `k`. The moving statistics average the groups'.
+        unbiased_moving_variance: if True, the moving variance tracks the
+            Bessel-corrected batch variance `m/(m-1)·σ²_B` (PyTorch's
+            convention); the batch is still normalized with the biased one.
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a tensor of any rank whose channel dimensions are known.
+        training: whether to normalize with the batch statistics.
+        mask: optional boolean tensor of the input's shape without the
+            channel axes; masked-out elements do not shape the statistics.
+
+    Reference:
+        Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network
+        Training by Reducing Internal Covariate Shift", ICML 2015.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((28, 28, 1)),
+    ...     keras.layers.Conv2D(8, 3, use_bias=False),
+    ...     keras_bn.BatchNormalization(),
+    ...     keras.layers.ReLU(),
+    ... ])
+    """
+
+    def __init__(
+        self,
+        axis: int | Sequence[int] = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        renorm: bool = False,
+        renorm_clipping: dict | None = None,
+        renorm_momentum: float = 0.99,
+        synchronized: bool = False,
+        virtual_batch_size: int | None = None,
+        unbiased_moving_variance: bool = False,
+        **kwargs,
+    ):
+        axis = _normalize_axis(axis)
+        # Keras validates the shared arguments (renorm clipping, synchronized
+        # on this backend) with its own messages; it only accepts an int axis.
+        super().__init__(
+            axis=axis if isinstance(axis, int) else -1,
+            momentum=momentum,
+            epsilon=epsilon,
+            center=center,
+            scale=scale,
+            beta_initializer=beta_initializer,
+            gamma_initializer=gamma_initializer,
+            moving_mean_initializer=moving_mean_initializer,
+            moving_variance_initializer=moving_variance_initializer,
+            beta_regularizer=beta_regularizer,
+            gamma_regularizer=gamma_regularizer,
+            beta_constraint=beta_constraint,
+            gamma_constraint=gamma_constraint,
+            renorm=renorm,
+            renorm_clipping=renorm_clipping,
+            renorm_momentum=renorm_momentum,
+            synchronized=synchronized,
+            **kwargs,
+        )
+        self.axis = axis
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(
+                f"`momentum` must be in [0, 1]. Received: momentum={momentum}"
+            )
+        if not self.epsilon > 0.0:
+            raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon}")
+        if renorm and not 0.0 <= float(renorm_momentum) <= 1.0:
+            raise ValueError(
+                f"`renorm_momentum` must be in [0, 1]. Received: renorm_momentum={renorm_momentum}"
+            )
+        if virtual_batch_size is not None:
+            if (
+                isinstance(virtual_batch_size, bool)
+                or not isinstance(virtual_batch_size, int)
+                or virtual_batch_size < 1
+            ):
+                raise ValueError(
+                    "`virtual_batch_size` must be a positive int or None. "
+                    f"Received: virtual_batch_size={virtual_batch_size!r}"
+                )
+            if synchronized:
+                raise ValueError(
+                    "`virtual_batch_size` and `synchronized=True` cannot be combined: ghost "
+                    "batches are groups within one replica's batch, so there is nothing to "
+                    f"synchronize. Received: virtual_batch_size={virtual_batch_size}, "
+                    "synchronized=True"
+                )
+        self.virtual_batch_size = virtual_batch_size
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+
+    # -- shapes ---------------------------------------------------------------
+
+    def _channel_axes(self, input_shape) -> list[int]:
+        rank = len(input_shape)
+        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
+        for a in axes:
+            if not -rank <= a < rank:
+                raise ValueError(
+                    f"Layer '{self.name}': axis {a} is out of bounds for input shape "
+                    f"{tuple(input_shape)}. Received: axis={self.axis}"
+                )
+        axes = sorted(a % rank for a in axes)
+        if len(set(axes)) != len(axes):
+            raise ValueError(
+                f"Layer '{self.name}': duplicate axes in `axis`. Received: axis={self.axis}"
+            )
+        if len(axes) == rank:
+            raise ValueError(
+                f"Layer '{self.name}': `axis` covers every dimension of input shape "
+                f"{tuple(input_shape)}, leaving nothing to normalize over. Received: axis={self.axis}"
+            )
+        return axes
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        axes = self._channel_axes(input_shape)
+        unknown = [a for a in axes if input_shape[a] is None]
+        if unknown:
+            raise ValueError(
+                f"Layer '{self.name}': the channel dimension (axis {unknown[0]}) must be known "
+                f"when the layer is built, to size gamma, beta and the moving statistics. "
+                f"Received: input_shape={input_shape}"
+            )
+        if self.virtual_batch_size is not None and 0 in axes:
+            raise ValueError(
+                f"Layer '{self.name}': `virtual_batch_size` splits the batch axis 0, which "
+                f"cannot also be a channel axis. Received: axis={self.axis}"
+            )
+        shape = tuple(input_shape[a] for a in axes)
+        self._build_weights(shape)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={a: input_shape[a] for a in axes}
+        )
+        self._channel_axes_ = axes
+        self._reduction_axes = [a for a in range(len(input_shape)) if a not in axes]
+        self._broadcast_shape = [
+            input_shape[a] if a in axes else 1 for a in range(len(input_shape))
+        ]
+
+    def _build_weights(self, shape):
+        # Same names, order, initializers and flags as Keras' layer, so
+        # weights transfer both ways and checkpoints line up.
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        self.moving_mean = self.add_weight(
+            shape=shape,
+            name="moving_mean",
+            initializer=self.moving_mean_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape,
+            name="moving_variance",
+            initializer=self.moving_variance_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        if self.renorm:
+            # As Keras: the stddevs start at √ of the variance initializer.
+            def moving_stddev_initializer(shape, dtype=None):
+                fresh = _clone_initializer(self.moving_variance_initializer)
+                return keras.ops.sqrt(fresh(shape, dtype=dtype))
+
+            self.moving_stddev = self.add_weight(
+                shape=shape,
+                name="moving_stddev",
+                initializer=moving_stddev_initializer,
+                trainable=False,
+                autocast=False,
+            )
+            self.renorm_mean = self.add_weight(
+                shape=shape,
+                name="renorm_mean",
+                initializer=_clone_initializer(self.moving_mean_initializer),
+                trainable=False,
+                autocast=False,
+            )
+            self.renorm_stddev = self.add_weight(
+                shape=shape,
+                name="renorm_stddev",
+                initializer=moving_stddev_initializer,
+                trainable=False,
+                autocast=False,
+            )
+
+    def compute_output_shape(self, input_shape):
+        self._channel_axes(input_shape)
+        return input_shape
+
+    # -- forward --------------------------------------------------------------
+
+    def _to_broadcast(self, variable, dtype, grouped: bool = False) -> tf.Tensor:
+        shape = ([1] if grouped else []) + self._broadcast_shape
+        return tf.reshape(tf.cast(variable, dtype), shape)
+
+    def _mask_weights(self, inputs, mask):
+        expected = [
+            n for a, n in enumerate(inputs.shape) if a not in self._channel_axes_
+        ]
+        if mask.shape.rank != len(expected):
+            raise ValueError(
+                f"Layer '{self.name}': the mask must have the input's shape without the "
+                f"channel axes, {tuple(expected)}. Received: mask.shape={tuple(mask.shape)}, "
+                f"inputs.shape={tuple(inputs.shape)}"
+            )
+        weights = tf.cast(mask, ops.statistics_dtype(inputs.dtype))
+        for a in self._channel_axes_:
+            weights = tf.expand_dims(weights, a)
+        return weights
+
+    def call(self, inputs, training=None, mask=None):
+        inputs = tf.convert_to_tensor(inputs)
+        dtype = ops.statistics_dtype(inputs.dtype)
+        weights = None if mask is None else self._mask_weights(inputs, mask)
+        ones = tf.ones(self._broadcast_shape, dtype)
+        if training and self.trainable:
+            outputs = self._train(inputs, weights, ones)
+        else:
+            outputs = ops.batch_norm_inference(
+                inputs,
+                self._to_broadcast(self.moving_mean, dtype),
+                self._to_broadcast(self.moving_variance, dtype),
+                self._to_broadcast(self.gamma, dtype) if self.scale else ones,
+                self._to_broadcast(self.beta, dtype)
+                if self.center
+                else tf.zeros_like(ones),
+                epsilon=self.epsilon,
+            )
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _train(self, inputs, weights, ones):
+        dtype = ones.dtype
+        grouped = self.virtual_batch_size is not None
+        x = inputs
+        axes = self._reduction_axes
+        if grouped:
+            x, weights = self._group(inputs, weights)
+            axes = [1] + [a + 1 for a in self._reduction_axes if a != 0]
+            ones = ones[None]
+        gamma = self._to_broadcast(self.gamma, dtype, grouped) if self.scale else ones
+        beta = (
+            self._to_broadcast(self.beta, dtype, grouped)
+            if self.center
+            else tf.zeros_like(ones)
+        )
+
+        stats = ops.moments(x, axes, weights=weights, synchronized=self.synchronized)
+        r = d = None
+        if self.renorm:
+            clipping = self.renorm_clipping or {}
+            r, d = ops.renorm_corrections(
+                stats,
+                self._to_broadcast(self.renorm_mean, dtype, grouped),
+                self._to_broadcast(self.renorm_stddev, dtype, grouped),
+                self.epsilon,
+                rmin=clipping.get("rmin"),
+                rmax=clipping.get("rmax"),
+                dmax=clipping.get("dmax"),
+            )
+        outputs = ops.batch_norm_train(
+            x,
+            gamma,
+            beta,
+            stats,
+            axes=axes,
+            epsilon=self.epsilon,
+            weights=weights,
+            r=r,
+            d=d,
+            synchronized=self.synchronized,
+        )
+        self._update_moving_statistics(stats, grouped)
+        if grouped:
+            outputs = tf.reshape(outputs, tf.shape(inputs))
+        return outputs
+
+    def _group(self, inputs, weights):
+        k = self.virtual_batch_size
+        batch = inputs.shape[0]
+        if batch is not None and batch % k:
+            raise ValueError(
+                f"Layer '{self.name}': the batch size must be divisible by "
+                f"`virtual_batch_size`. Received: batch size {batch}, virtual_batch_size={k}"
+            )
+        rest = tf.shape(inputs)[1:]
+        grouped_shape = tf.concat([[-1, k], rest], 0)
+        x = tf.reshape(inputs, grouped_shape)
+        if weights is not None:
+            weights = tf.reshape(
+                weights, tf.concat([[-1, k], tf.shape(weights)[1:]], 0)
+            )
+        return x, weights
+
+    def _update_moving_statistics(self, stats: ops.BatchStats, grouped: bool):
+        mean, variance = stats.mean, stats.variance
+        if self.unbiased_moving_variance:
+            variance = variance * stats.count / tf.maximum(stats.count - 1, 1)
+        if grouped:
+            # Each ghost batch is normalized by its own statistics; inference
+            # should expect the average group's, not the whole batch's.
+            mean = tf.reduce_mean(mean, 0)
+            variance = tf.reduce_mean(variance, 0)
+        shape = self.moving_mean.shape
+        mean = tf.reshape(mean, shape)
+        variance = tf.reshape(variance, shape)
+        stddev = tf.sqrt(variance + self.epsilon)
+        # A batch with NaN/Inf, or whose mask hides every element, says
+        # nothing about the population: keep the statistics as they were.
+        valid = tf.reduce_all(tf.math.is_finite(mean)) & tf.reduce_all(
+            tf.math.is_finite(variance)
+        )
+        valid &= tf.reduce_all(stats.count > 0)
+
+        def ema(variable, value, momentum):
+            old = tf.cast(variable, value.dtype)
+            new = old * momentum + value * (1.0 - momentum)
+            variable.assign(tf.cast(tf.where(valid, new, old), variable.dtype))
+            return new
+
+        if not self.renorm:
+            ema(self.moving_mean, mean, self.momentum)
+            ema(self.moving_variance, variance, self.momentum)
+            return
+        ema(self.renorm_mean, mean, self.renorm_momentum)
+        ema(self.renorm_stddev, stddev, self.renorm_momentum)
+        ema(self.moving_mean, mean, self.momentum)
+        new_stddev = ema(self.moving_stddev, stddev, self.momentum)
+        # As Keras: the variance follows the tracked stddev, floored at zero.
+        new_variance = tf.nn.relu(new_stddev * new_stddev - self.epsilon)
+        old_variance = tf.cast(self.moving_variance, new_variance.dtype)
+        self.moving_variance.assign(
+            tf.cast(
+                tf.where(valid, new_variance, old_variance), self.moving_variance.dtype
+            )
+        )
+
+    # -- config ---------------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "virtual_batch_size": self.virtual_batch_size,
+                "unbiased_moving_variance": self.unbiased_moving_variance,
+            }
+        )
+        return config

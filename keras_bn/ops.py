@@ -1,0 +1,312 @@
+"""Batch Normalization as pure TensorFlow functions, with the analytic gradient.
+
+Ioffe & Szegedy (2015), Algorithm 1, over a mini-batch of `m` values per channel:
+
+    mean = 1/m Σ x_i          variance = 1/m Σ (x_i − mean)²
+    x̂_i = (x_i − mean) / σ    σ = √(variance + ε)
+    y_i = γ·x̂_i + β
+
+and the backward pass written out instead of left to autodiff:
+
+    dβ = Σ dy_i               dγ = Σ dy_i·x̂_i
+    dx_i = γ/(m·σ) · (m·dy_i − Σ dy_j − x̂_i·Σ dy_j·x̂_j)
+
+With per-element weights `w` (a Keras mask) `m` becomes `Σ w` and the two sums
+in `dx` are weighted by `w_i/Σ w`; with Batch Renormalization (Ioffe 2017) the
+output is `γ·(x̂·r + d) + β` with `r`, `d` constants, so `dx` gains a factor `r`
+and `dγ = Σ dy·(x̂·r + d)`. Under `tf.distribute` the sums in `dx` are taken
+over every replica's batch; `dγ` and `dβ` stay local because the optimizer
+sums variable gradients across replicas itself.
+
+Numerics: statistics and backward reductions run in float32 (float64 for
+float64 inputs) whatever the input dtype. Moments are two-pass and *shifted*:
+the data are first moved by a per-channel reference value taken from the batch,
+so an input with mean 1e4 and standard deviation 0.1 keeps its variance and
+its normalized output to float32 precision, which neither `E[x²] − E[x]²` nor
+Keras' `x·inv + (β − mean·inv)` do (tensorflow/tensorflow#117318).
+
+The gradient closure keeps the input `x` (alive anyway) and per-channel
+vectors; x̂ is recomputed in the backward pass, which XLA fuses into the
+reductions, instead of keeping a second activation-sized tensor.
+
+Nothing here knows about Keras variables; `keras_bn.layers` owns state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import tensorflow as tf
+
+__all__ = [
+    "BatchStats",
+    "batch_norm_inference",
+    "batch_norm_train",
+    "cross_replica_sum",
+    "moments",
+    "renorm_corrections",
+    "statistics_dtype",
+]
+
+
+class BatchStats(NamedTuple):
+    """Per-channel statistics of a batch, in `keepdims` shape.
+
+    The mean is stored as `shift + offset`: `shift` is a value taken from the
+    data and `offset` the (small) mean of `x − shift`, so `x − shift − offset`
+    is computed without the cancellation that `x − mean` suffers when the mean
+    is large compared with the spread.
+    """
+
+    shift: tf.Tensor
+    offset: tf.Tensor
+    variance: tf.Tensor
+    count: tf.Tensor
+
+    @property
+    def mean(self) -> tf.Tensor:
+        return self.shift + self.offset
+
+
+def statistics_dtype(dtype: tf.DType) -> tf.DType:
+    """The dtype statistics are computed in: float32, or float64 for float64."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+def cross_replica_sum(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Sums per-replica tensors over all replicas of the current strategy.
+
+    Outside a replica context (no strategy, or cross-replica code) the batch
+    is the local batch and the tensors come back unchanged.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return list(tensors)
+    return list(ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(tensors)))
+
+
+def _first_element(x: tf.Tensor, axes: Sequence[int]) -> tf.Tensor:
+    index = tuple(
+        slice(0, 1) if a in axes else slice(None) for a in range(x.shape.rank)
+    )
+    return x[index]
+
+
+def moments(
+    x: tf.Tensor,
+    axes: Sequence[int],
+    *,
+    weights: tf.Tensor | None = None,
+    synchronized: bool = False,
+) -> BatchStats:
+    """Shifted two-pass mean and (biased) variance over `axes`.
+
+    Args:
+        x: input of any float dtype; computation is in `statistics_dtype`.
+        axes: the axes to reduce; the result keeps them with size 1.
+        weights: optional non-negative weights broadcastable to `x` (a mask
+            with the channel axes of size 1).
+        synchronized: reduce over every replica of the current
+            `tf.distribute` strategy. Per-replica counts, means and centered
+            sums of squares are combined with Chan et al.'s parallel formula
+            around a shared shift, so the result equals the single-device
+            moments of the concatenated batch.
+
+    Returns:
+        A `BatchStats`; `count` is the (weighted) number of values per channel.
+    """
+    axes = sorted(a % x.shape.rank for a in axes)
+    dtype = statistics_dtype(x.dtype)
+    x = tf.cast(x, dtype)
+    shift = tf.stop_gradient(_first_element(x, axes))
+    if weights is None:
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), dtype)
+        count = tf.ones_like(shift) * count
+    else:
+        weights = tf.cast(weights, dtype)
+        count = tf.reduce_sum(tf.ones_like(x) * weights, axes, keepdims=True)
+    if synchronized:
+        ctx = tf.distribute.get_replica_context()
+        replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+        # A shift shared by all replicas, so their offsets live in one frame.
+        (shift_sum,) = cross_replica_sum([shift])
+        shift = shift_sum / replicas
+
+    centered = x - shift
+    if weights is not None:
+        centered = centered * weights
+    local_sum = tf.reduce_sum(centered, axes, keepdims=True)
+    local_offset = tf.math.divide_no_nan(local_sum, count)
+    deviation = x - shift - local_offset
+    squared = (
+        tf.square(deviation) if weights is None else weights * tf.square(deviation)
+    )
+    local_m2 = tf.reduce_sum(squared, axes, keepdims=True)
+
+    if synchronized:
+        total_count, total_sum = cross_replica_sum([count, local_sum])
+        offset = tf.math.divide_no_nan(total_sum, total_count)
+        # Chan et al.: M2 = Σ M2_i + Σ n_i (mean_i − mean)².
+        (m2,) = cross_replica_sum([local_m2 + count * tf.square(local_offset - offset)])
+        count = total_count
+    else:
+        offset, m2 = local_offset, local_m2
+    variance = tf.math.divide_no_nan(m2, count)
+    return BatchStats(shift, offset, variance, count)
+
+
+def renorm_corrections(
+    stats: BatchStats,
+    renorm_mean: tf.Tensor,
+    renorm_stddev: tf.Tensor,
+    epsilon: float,
+    *,
+    rmin: float | None = None,
+    rmax: float | None = None,
+    dmax: float | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Batch Renormalization's `r = σ_B/σ` and `d = (μ_B − μ)/σ`, clipped.
+
+    Both are constants for the backward pass (Ioffe 2017, Algorithm 1), so
+    they are returned under `stop_gradient`. `renorm_stddev` is floored at
+    `√ε` as Keras does, to avoid a division by zero early in training.
+    """
+    dtype = stats.variance.dtype
+    stddev = tf.sqrt(stats.variance + epsilon)
+    renorm_mean = tf.cast(renorm_mean, dtype)
+    renorm_stddev = tf.maximum(
+        tf.cast(renorm_stddev, dtype), tf.sqrt(tf.constant(epsilon, dtype))
+    )
+    r = stddev / renorm_stddev
+    d = (stats.shift - renorm_mean + stats.offset) / renorm_stddev
+    if rmin is not None:
+        r = tf.maximum(r, rmin)
+    if rmax is not None:
+        r = tf.minimum(r, rmax)
+    if dmax is not None:
+        d = tf.clip_by_value(d, -dmax, dmax)
+    return tf.stop_gradient(r), tf.stop_gradient(d)
+
+
+def _sum_to(t: tf.Tensor, shape: tf.TensorShape) -> tf.Tensor:
+    """Reduces a broadcast result back to a parameter's (keepdims) shape."""
+    axes = [i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1]
+    return tf.reshape(tf.reduce_sum(t, axes, keepdims=True), shape) if axes else t
+
+
+def batch_norm_train(
+    x: tf.Tensor,
+    gamma: tf.Tensor,
+    beta: tf.Tensor,
+    stats: BatchStats,
+    *,
+    axes: Sequence[int],
+    epsilon: float,
+    weights: tf.Tensor | None = None,
+    r: tf.Tensor | None = None,
+    d: tf.Tensor | None = None,
+    synchronized: bool = False,
+) -> tf.Tensor:
+    """Training-mode normalization `γ·(x̂·r + d) + β` with the analytic gradient.
+
+    Args:
+        x: the input, any float dtype; the output has the same dtype.
+        gamma, beta: scale and offset broadcastable to `x` (keepdims shape).
+        stats: `moments(x, axes, weights=..., synchronized=...)` of this `x`.
+        axes: the axes the statistics were reduced over.
+        epsilon: added to the variance.
+        weights: the weights `stats` was computed with, if any. Every element
+            is normalized; weights decide which ones shape the statistics.
+        r, d: Batch Renormalization corrections (constants), or `None`.
+        synchronized: `stats` were reduced across replicas; the backward pass
+            then all-reduces its two per-channel sums as well.
+
+    Returns:
+        The normalized tensor, whose gradient with respect to `x`, `gamma`
+        and `beta` is the closed form in the module docstring. `stats` get no
+        gradient: their dependence on `x` is already in `dx`.
+
+    Example:
+
+    >>> x = tf.random.normal((8, 4))
+    >>> stats = moments(x, [0])
+    >>> y = batch_norm_train(x, tf.ones((1, 4)), tf.zeros((1, 4)), stats,
+    ...                      axes=[0], epsilon=1e-3)
+    """
+    axes = sorted(a % x.shape.rank for a in axes)
+    # The statistics' dependence on x is part of the closed-form dx below.
+    stats = BatchStats(*(tf.stop_gradient(t) for t in stats))
+    dtype = stats.variance.dtype
+    inv_std = tf.math.rsqrt(stats.variance + tf.constant(epsilon, dtype))
+    shift, offset, count = stats.shift, stats.offset, stats.count
+    gamma = tf.cast(gamma, dtype)
+    beta = tf.cast(beta, dtype)
+    param_shape = gamma.shape
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        x_hat = (tf.cast(x, dtype) - shift - offset) * inv_std
+        scaled = x_hat if r is None else x_hat * r + d
+        y = scaled * gamma + beta
+
+        def grad(dy):
+            dy = tf.cast(dy, dtype)
+            # Recomputed rather than kept: XLA fuses it into the reductions.
+            x_hat = (tf.cast(x, dtype) - shift - offset) * inv_std
+            sum_dy = tf.reduce_sum(dy, axes, keepdims=True)
+            sum_dy_x_hat = tf.reduce_sum(dy * x_hat, axes, keepdims=True)
+            if synchronized:
+                total_dy, total_dy_x_hat = cross_replica_sum([sum_dy, sum_dy_x_hat])
+            else:
+                total_dy, total_dy_x_hat = sum_dy, sum_dy_x_hat
+            mean_dy = tf.math.divide_no_nan(total_dy, count)
+            mean_dy_x_hat = tf.math.divide_no_nan(total_dy_x_hat, count)
+            correction = mean_dy + x_hat * mean_dy_x_hat
+            if weights is not None:
+                correction = correction * tf.cast(weights, dtype)
+            scale = gamma * inv_std if r is None else gamma * r * inv_std
+            dx = scale * (dy - correction)
+            d_gamma = sum_dy_x_hat if r is None else r * sum_dy_x_hat + d * sum_dy
+            return (
+                tf.cast(dx, x.dtype),
+                _sum_to(d_gamma, param_shape),
+                _sum_to(sum_dy, param_shape),
+            )
+
+        return tf.cast(y, x.dtype), grad
+
+    return normalize(x, gamma, beta)
+
+
+def batch_norm_inference(
+    x: tf.Tensor,
+    mean: tf.Tensor,
+    variance: tf.Tensor,
+    gamma: tf.Tensor,
+    beta: tf.Tensor,
+    *,
+    epsilon: float,
+) -> tf.Tensor:
+    """Inference-mode normalization `(x − mean)·γ/√(variance + ε) + β`.
+
+    The input is centered before it is scaled, so a large mean does not
+    cancel away the signal (Keras' `x·inv + (β − mean·inv)` does, under XLA
+    especially). The gradient is that of an affine map; autodiff is exact.
+
+    Args:
+        x: the input, any float dtype; the output has the same dtype.
+        mean, variance, gamma, beta: per-channel values broadcastable to `x`.
+        epsilon: added to the variance.
+
+    Returns:
+        The normalized tensor.
+    """
+    dtype = statistics_dtype(x.dtype)
+    mean, variance, gamma, beta = (
+        tf.cast(t, dtype) for t in (mean, variance, gamma, beta)
+    )
+    scale = gamma * tf.math.rsqrt(variance + tf.constant(epsilon, dtype))
+    y = (tf.cast(x, dtype) - mean) * scale + beta
+    return tf.cast(y, x.dtype)
