@@ -1,0 +1,118 @@
+"""virtual_batch_size (ghost batches) and the unbiased moving variance, against NumPy."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_bn
+from tests import tolerances as tol
+from tests.test_layers import assert_close, random_bn_weights
+
+
+def _ghost_reference(x, k, epsilon):
+    groups = x.reshape((-1, k, *x.shape[1:])).astype("float64")
+    axes = tuple(range(1, groups.ndim - 1))
+    mean = groups.mean(axes, keepdims=True)
+    variance = groups.var(axes, keepdims=True)
+    y = ((groups - mean) / np.sqrt(variance + epsilon)).reshape(x.shape)
+    return y, mean.mean(0).ravel(), variance.mean(0).ravel()
+
+
+@pytest.mark.parametrize(
+    "shape, k", [((12, 5), 3), ((8, 4, 4, 3), 2), ((8, 4, 4, 3), 8)]
+)
+def test_each_group_is_normalized_by_its_own_statistics(rng, shape, k):
+    layer = keras_bn.BatchNormalization(virtual_batch_size=k, momentum=0.0)
+    x = rng.normal(2.0, 3.0, shape).astype("float32")
+    x[:k] += 10.0  # a group unlike the others
+    y = layer(tf.constant(x), training=True)
+    expected, mean, variance = _ghost_reference(x, k, layer.epsilon)
+    assert_close(y, expected)
+    # The moving statistics average the groups' (momentum 0: this batch's).
+    assert_close(layer.moving_mean.numpy(), mean)
+    assert_close(layer.moving_variance.numpy(), variance)
+
+
+def test_ghost_gradient_matches_finite_differences_float64(rng):
+    layer = keras_bn.BatchNormalization(virtual_batch_size=3, dtype="float64")
+    layer.build((9, 4))
+    layer.set_weights(random_bn_weights(layer, rng))
+    x = tf.constant(rng.normal(size=(9, 4)))
+    # Three values per group make σ small and the curvature large; the default
+    # step (~1e-3) then leaves ~1e-5 of truncation error, a step of 1e-5 ~1e-9.
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda x: layer(x, training=True), [x], delta=1e-5
+    )
+    assert np.max(np.abs(theoretical[0] - numerical[0])) <= tol.GRADIENT_CHECK_FLOAT64
+
+
+def test_ghost_with_renorm_gradient_matches_autodiff_float64(rng):
+    """r and d are constants (Ioffe 2017), so the reference stops their gradient."""
+    k, shape = 2, (6, 3)
+    layer = keras_bn.BatchNormalization(
+        virtual_batch_size=k, renorm=True, dtype="float64"
+    )
+    layer.build(shape)
+    layer.set_weights(random_bn_weights(layer, rng))
+    gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+    renorm_mean, renorm_stddev = layer.renorm_mean.numpy(), layer.renorm_stddev.numpy()
+    x = tf.constant(rng.normal(size=shape))
+    upstream = tf.constant(rng.normal(size=shape))
+
+    def reference(x):
+        groups = tf.reshape(x, (-1, k, shape[1]))
+        mean, variance = tf.nn.moments(groups, [1], keepdims=True)
+        stddev = tf.sqrt(variance + layer.epsilon)
+        r = tf.stop_gradient(stddev / renorm_stddev)
+        d = tf.stop_gradient((mean - renorm_mean) / renorm_stddev)
+        y = ((groups - mean) / stddev * r + d) * gamma + beta
+        return tf.reshape(y, shape)
+
+    grads = []
+    for f in (lambda x: layer(x, training=True), reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(upstream * f(x))
+        grads.append(tape.gradient(loss, x))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_batch_not_divisible_by_the_virtual_batch_size_is_rejected():
+    layer = keras_bn.BatchNormalization(virtual_batch_size=4, name="ghost_bn")
+    with pytest.raises(ValueError, match="ghost_bn.*divisible.*batch size 6"):
+        layer(tf.zeros((6, 3)), training=True)
+
+
+def test_inference_ignores_the_virtual_batch_size(rng):
+    ghost = keras_bn.BatchNormalization(virtual_batch_size=4)
+    plain = keras_bn.BatchNormalization()
+    ghost.build((8, 3))
+    plain.build((8, 3))
+    weights = random_bn_weights(plain, rng)
+    ghost.set_weights(weights)
+    plain.set_weights(weights)
+    x = tf.constant(rng.normal(size=(5, 3)), "float32")  # any batch size
+    np.testing.assert_array_equal(ghost(x), plain(x))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"renorm": True}, {"virtual_batch_size": 4}])
+def test_unbiased_moving_variance_is_bessel_corrected(rng, kwargs):
+    m = 8
+    biased = keras_bn.BatchNormalization(momentum=0.0, **kwargs)
+    unbiased = keras_bn.BatchNormalization(
+        momentum=0.0, unbiased_moving_variance=True, **kwargs
+    )
+    x = tf.constant(rng.normal(size=(m, 3)), "float32")
+    y_biased, y_unbiased = biased(x, training=True), unbiased(x, training=True)
+    # Normalization itself uses the biased batch variance either way.
+    np.testing.assert_array_equal(y_biased, y_unbiased)
+    n = kwargs.get("virtual_batch_size", m)
+    expected = biased.moving_variance.numpy() * n / (n - 1)
+    assert_close(unbiased.moving_variance.numpy(), expected)
+
+
+def test_unbiased_matches_numpy_ddof_1(rng):
+    layer = keras_bn.BatchNormalization(momentum=0.0, unbiased_moving_variance=True)
+    x = rng.normal(size=(10, 4)).astype("float32")
+    layer(tf.constant(x), training=True)
+    assert_close(layer.moving_variance.numpy(), x.astype("float64").var(axis=0, ddof=1))
