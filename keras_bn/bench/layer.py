@@ -91,7 +91,7 @@ def run(shapes: list[tuple[int, ...]], repeats: int, modes: list[str]) -> list[d
                 if MODES[mode] is not None:
                     step = tf.function(step, jit_compile=MODES[mode])
                 times[kind, mode] = median_ms(
-                    lambda s=step: s(x, upstream), repeats=repeats
+                    lambda s=step, a=x, u=upstream: s(a, u), repeats=repeats
                 )
         reference = times.get(("fused", "eager")) or next(iter(times.values()))
         for (kind, mode), ms in times.items():
