@@ -32,3 +32,16 @@ LARGE_MEAN_OUTPUT_ATOL = 1e-5
 # A quantity that is zero in exact arithmetic, relative to the size of the
 # terms it cancels from: a float64 sum over a few hundred values.
 ZERO_GRADIENT_RTOL = 1e-6
+
+# --- export (tests/test_export_*.py) ----------------------------------------
+# The issue's parity requirements, checked against keras_bn.export.error_model,
+# whose derived bounds for every tested model lie below them (asserted in
+# tests/test_export_error_model.py): float32 4·u·√(2Σn) is 8.0e-5 for ResNet50,
+# the largest tested network; float16 weights add 4·u16·√(L/3), 8.4e-3 for
+# ResNet50's 54 weighted layers.
+EXPORT_FLOAT32_RTOL = 1e-4
+EXPORT_FLOAT16_RTOL = 1e-2
+# int8 of the digits CNN: the issue's 1 percentage point of held-out accuracy.
+# The error model puts int8 outputs within ~1e-2 of the float scale, which can
+# only flip predictions whose top two classes are that close.
+EXPORT_INT8_ACCURACY_DROP = 0.01
