@@ -1,0 +1,151 @@
+"""Export a Keras model to ONNX through tf2onnx, checked before it is written.
+
+Named `onnx_export` so that `import onnx` inside this package still finds the
+ONNX package.
+
+tf2onnx's `from_keras` relies on Keras 2 internals and fails on Keras 3, so the
+model is wrapped in a `tf.function` with an explicit input signature (batch
+dimension free) and converted with `tf2onnx.convert.from_function`. tf2onnx
+1.17 turns tensors the function captures *by value* (e.g. the mean and variance
+of a `keras.layers.Normalization` layer, which Keras stores as eager tensors)
+into extra graph inputs; they are turned back into initializers here so the
+file has exactly one input.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+import tf2onnx
+from onnx import numpy_helper
+
+from keras_bn.export.error_model import parity_tolerance
+from keras_bn.export.parity import (
+    _as_inputs,
+    compare,
+    default_inputs,
+    keras_outputs,
+    op_histogram,
+    run_onnx,
+)
+from keras_bn.export.prepare import input_spec, model_to_export
+from keras_bn.export.report import ExportReport, ParityError
+from keras_bn.export.staging import staged_file, validate_destination
+
+# tf2onnx 1.17 knows opsets 7..18 (tf2onnx.constants.OPSET_TO_IR_VERSION);
+# below 13 several TF ops used by Keras 3 layers have no conversion.
+MIN_OPSET = 13
+MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+
+
+def convert_to_onnx(
+    model: keras.Model, spec: tf.TensorSpec, opset: int
+) -> onnx.ModelProto:
+    """The ONNX `ModelProto` of `model`'s inference function, validated."""
+    function = tf.function(
+        lambda x: model(x, training=False), input_signature=[spec], autograph=False
+    )
+    concrete = function.get_concrete_function()
+    captured = {
+        internal.name: external
+        for external, internal in concrete.graph.captures
+        if external.dtype != tf.resource
+    }
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=[spec], opset=opset
+    )
+    graph = proto.graph
+    for graph_input in list(graph.input):
+        if graph_input.name in captured:
+            value = np.asarray(captured[graph_input.name])
+            graph.initializer.append(
+                numpy_helper.from_array(value, name=graph_input.name)
+            )
+            graph.input.remove(graph_input)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def to_onnx(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    fold: bool = True,
+    opset: int = 17,
+    inputs: np.ndarray | None = None,
+) -> ExportReport:
+    """Folds `model`'s BatchNormalization layers and writes an ONNX file.
+
+    The file is converted from a `tf.function` with the model's input signature
+    (batch dimension free), validated with `onnx.checker`, written to a hidden
+    temporary file next to `path`, run with onnxruntime and compared with the
+    *original* Keras model; only if the scale-relative error is within the bound
+    of `keras_bn.export.error_model` is it renamed to `path`. The caller's model
+    is never modified.
+
+    Args:
+        model: A Keras model with one float32 input whose non-batch dimensions
+            are known, and one output.
+        path: Destination, ending in `.onnx`, in an existing directory. An
+            existing file there is replaced only once the new one has passed.
+        fold: Fold BatchNormalization layers with
+            `keras_bn.folding.fold_batchnorm` first (default). With `False` the
+            model is converted as it is.
+        opset: ONNX opset, 13 to 18.
+        inputs: Float32 inputs for the parity check, batch first. Defaults to
+            8 seeded standard-normal samples.
+
+    Returns:
+        An `ExportReport`: path, file size, op histogram, parity, fold report.
+
+    Raises:
+        TypeError: If `model` is not a `keras.Model` or `opset` not an int.
+        ValueError: For a bad extension, an opset out of range, or a model with
+            several inputs, a non-float32 dtype or an unknown input dimension.
+        FileNotFoundError: If the destination directory does not exist.
+        ParityError: If the converted file does not match the Keras model; no
+            file is left behind.
+
+    Example:
+
+    >>> report = to_onnx(model, "out/model.onnx")  # doctest: +SKIP
+    >>> report.count("BatchNormalization")  # doctest: +SKIP
+    0
+    """
+    path = validate_destination(path, ".onnx")
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise TypeError(f"`opset` must be an int. Received: opset={opset!r}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(
+            f"`opset` must be between {MIN_OPSET} and {MAX_OPSET} (tf2onnx "
+            f"{tf2onnx.__version__}). Received: opset={opset}"
+        )
+    spec = input_spec(model)
+    x = default_inputs(model) if inputs is None else _as_inputs(model, inputs)
+    exported, fold_report = model_to_export(model, fold)
+    proto = convert_to_onnx(exported, spec, opset)
+    reference = keras_outputs(model, x)
+    tolerance = parity_tolerance(model)
+    with staged_file(path) as tmp:
+        onnx.save(proto, tmp)
+        parity = compare(path, "onnx", x.shape, reference, run_onnx(tmp, x), tolerance)
+        if not parity.passed:
+            raise ParityError(parity, path)
+        histogram = op_histogram(tmp)
+    return ExportReport(
+        path=path,
+        format="onnx",
+        file_size=os.path.getsize(path),
+        op_histogram=histogram,
+        parity=parity,
+        fold_report=fold_report,
+        details={
+            "opset": opset,
+            "tf2onnx": tf2onnx.__version__,
+            "onnx": onnx.__version__,
+        },
+    )

@@ -1,0 +1,84 @@
+"""Checks a Keras model can be exported and folds its BatchNormalization layers.
+
+Both converters need one float32 input whose every dimension but the batch is
+known: the TFLite converter bakes shapes into the flatbuffer and tf2onnx needs
+them to pick kernels. These checks run before anything is converted so that a
+bad model fails in milliseconds with a message naming the problem, not minutes
+later inside a converter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def input_spec(model: keras.Model) -> tf.TensorSpec:
+    """The `tf.TensorSpec` (batch dimension free) of `model`'s single input.
+
+    Raises:
+        TypeError: If `model` is not a built `keras.Model`.
+        ValueError: If the model has several inputs or outputs, a non-float32
+            input or compute dtype, or an unknown non-batch input dimension.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model={model!r} "
+            f"of type {type(model).__name__}"
+        )
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError) as e:
+        raise ValueError(
+            "`model` must be built with known inputs (a Functional or Sequential "
+            f"model with an Input). Received: model={model.name!r}"
+        ) from e
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            "Export supports models with exactly one input and one output. "
+            f"Received: {len(inputs)} inputs and {len(outputs)} outputs "
+            f"for model={model.name!r}"
+        )
+    shape, dtype = tuple(inputs[0].shape), inputs[0].dtype
+    if dtype != "float32":
+        raise ValueError(
+            "Export supports float32 inputs (quantize with `quantize=` instead). "
+            f"Received: input dtype={dtype} for model={model.name!r}"
+        )
+    policies = {layer.dtype_policy.name for layer in _all_layers(model)}
+    if policies != {"float32"}:
+        raise ValueError(
+            "Export supports models computed in float32; a mixed-precision model "
+            "would be compared against its own rounding. Rebuild it under the "
+            "'float32' dtype policy and copy the weights. Received: dtype "
+            f"policies={sorted(policies)} for model={model.name!r}"
+        )
+    if len(shape) < 1 or any(dim is None for dim in shape[1:]):
+        raise ValueError(
+            "Every input dimension except the batch must be known for export. "
+            f"Received: input shape={shape} for model={model.name!r}"
+        )
+    return tf.TensorSpec((None, *shape[1:]), tf.float32, name="input")
+
+
+def model_to_export(model: keras.Model, fold: bool) -> tuple[keras.Model, Any]:
+    """The model to convert and the fold report (`None` when `fold=False`).
+
+    The caller's model is never modified: `fold_batchnorm` builds a new one.
+    """
+    if not isinstance(fold, bool):
+        raise TypeError(f"`fold` must be True or False. Received: fold={fold!r}")
+    if not fold:
+        return model, None
+    from keras_bn.folding import fold_batchnorm
+
+    return fold_batchnorm(model, return_report=True)

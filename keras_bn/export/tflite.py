@@ -1,0 +1,175 @@
+"""Export a Keras model to TFLite (LiteRT), checked before it is written.
+
+The model goes through `tf.lite.TFLiteConverter.from_keras_model`, which saves
+the model with its variables and converts that. `from_concrete_functions`
+without the trackable object that owns the variables keeps `VAR_HANDLE` /
+`READ_VARIABLE` ops whose variables are never initialised in the interpreter,
+so the file runs but computes with zeros; it is not used here.
+
+Keras 3's SavedModel export prints "Saved artifact at ..." to stdout during the
+conversion; library code never prints, so that output is captured and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bn.export.error_model import parity_tolerance
+from keras_bn.export.parity import (
+    _as_inputs,
+    compare,
+    default_inputs,
+    keras_outputs,
+    op_histogram,
+    run_tflite,
+)
+from keras_bn.export.prepare import input_spec, model_to_export
+from keras_bn.export.report import ExportReport, ParityError
+from keras_bn.export.staging import staged_file, validate_destination
+
+QUANTIZE_MODES = (None, "float16", "int8")
+# Calibration beyond a few hundred samples does not move int8 ranges much and
+# costs one interpreter call per sample.
+MAX_CALIBRATION_SAMPLES = 500
+# Parity for int8 is checked on calibration data (see error_model).
+MAX_INT8_PARITY_SAMPLES = 256
+
+
+def convert_to_tflite(
+    model: keras.Model,
+    quantize: str | None = None,
+    representative_data: np.ndarray | None = None,
+) -> bytes:
+    """The TFLite flatbuffer of `model`, optionally quantized."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        calibration = representative_data[:MAX_CALIBRATION_SAMPLES]
+
+        def representative_dataset():
+            for sample in calibration:
+                yield [sample[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        # Full-integer: every op in int8, conversion fails rather than falling
+        # back to float. Inputs and outputs stay float32 (the file quantizes at
+        # its entry and dequantizes at its exit) so it is a drop-in replacement.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+
+
+def _validate_quantize(model, quantize, representative_data) -> np.ndarray | None:
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            "`quantize` must be None, 'float16' or 'int8'. "
+            f"Received: quantize={quantize!r}"
+        )
+    if quantize != "int8":
+        if representative_data is not None:
+            raise ValueError(
+                "`representative_data` calibrates int8 quantization and is only "
+                f"used with quantize='int8'. Received: quantize={quantize!r}"
+            )
+        return None
+    if representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs `representative_data`: a float32 array of "
+            "typical inputs (batch first) to calibrate activation ranges. "
+            "Received: representative_data=None"
+        )
+    return _as_inputs(model, representative_data)
+
+
+def to_tflite(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    fold: bool = True,
+    quantize: str | None = None,
+    representative_data: np.ndarray | None = None,
+    inputs: np.ndarray | None = None,
+) -> ExportReport:
+    """Folds `model`'s BatchNormalization layers and writes a TFLite file.
+
+    The model is converted with `tf.lite.TFLiteConverter.from_keras_model`,
+    written to a hidden temporary file next to `path`, run with LiteRT's
+    interpreter and compared with the *original* Keras model; only if the
+    scale-relative error is within the bound of `keras_bn.export.error_model`
+    for the chosen precision is it renamed to `path`. The caller's model is never
+    modified.
+
+    Args:
+        model: A Keras model with one float32 input whose non-batch dimensions
+            are known, and one output.
+        path: Destination, ending in `.tflite`, in an existing directory.
+        fold: Fold BatchNormalization layers first (default).
+        quantize: `None` (float32), `"float16"` (weights stored in float16,
+            half the size) or `"int8"` (full-integer post-training
+            quantization; inputs and outputs stay float32).
+        representative_data: Required for, and only accepted with, `"int8"`:
+            typical inputs, batch first; the first 500 calibrate the ranges.
+        inputs: Inputs for the parity check. Defaults to 8 seeded
+            standard-normal samples, or for int8 to the first 256 samples of
+            `representative_data` (int8 is only accurate on the calibrated
+            distribution).
+
+    Returns:
+        An `ExportReport`. For int8, `report.parity.top1_agreement` is the
+        fraction of samples whose predicted class matches the float model's.
+
+    Raises:
+        TypeError: If `model` is not a `keras.Model`.
+        ValueError: For a bad extension, quantize value, missing or misshapen
+            representative data, or a model with several inputs, a
+            non-float32 dtype or an unknown input dimension.
+        FileNotFoundError: If the destination directory does not exist.
+        ParityError: If the converted file does not match the Keras model; no
+            file is left behind.
+
+    Example:
+
+    >>> report = to_tflite(model, "out/model.tflite")  # doctest: +SKIP
+    >>> report.parity.max_rel_error < report.parity.tolerance  # doctest: +SKIP
+    True
+    """
+    path = validate_destination(path, ".tflite")
+    input_spec(model)
+    calibration = _validate_quantize(model, quantize, representative_data)
+    if inputs is not None:
+        x = _as_inputs(model, inputs)
+    elif calibration is not None:
+        x = calibration[:MAX_INT8_PARITY_SAMPLES]
+    else:
+        x = default_inputs(model)
+    exported, fold_report = model_to_export(model, fold)
+    flatbuffer = convert_to_tflite(exported, quantize, calibration)
+    reference = keras_outputs(model, x)
+    tolerance = parity_tolerance(model, quantize)
+    with staged_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+        outputs = run_tflite(tmp, x)
+        parity = compare(path, "tflite", x.shape, reference, outputs, tolerance)
+        if not parity.passed:
+            raise ParityError(parity, path)
+        histogram = op_histogram(tmp)
+    return ExportReport(
+        path=path,
+        format="tflite",
+        file_size=os.path.getsize(path),
+        op_histogram=histogram,
+        parity=parity,
+        fold_report=fold_report,
+        quantize=quantize,
+        details={"tensorflow": tf.__version__},
+    )
