@@ -111,7 +111,7 @@ def moments(
         synchronized: reduce over every replica of the current
             `tf.distribute` strategy. Per-replica counts, means and centered
             sums of squares are combined with Chan et al.'s parallel formula
-            around a shared shift, so the result equals the single-device
+            in a single all-reduce, so the result equals the single-device
             moments of the concatenated batch.
 
     Returns:
@@ -127,13 +127,6 @@ def moments(
     else:
         weights = tf.cast(weights, dtype)
         count = tf.reduce_sum(tf.ones_like(x) * weights, axes, keepdims=True)
-    if synchronized:
-        ctx = tf.distribute.get_replica_context()
-        replicas = 1 if ctx is None else ctx.num_replicas_in_sync
-        # A shift shared by all replicas, so their offsets live in one frame.
-        (shift_sum,) = cross_replica_sum([shift])
-        shift = shift_sum / replicas
-
     centered = x - shift
     if weights is not None:
         centered = centered * weights
@@ -145,16 +138,40 @@ def moments(
     )
     local_m2 = tf.reduce_sum(squared, axes, keepdims=True)
 
+    stats = (count, shift, local_offset, local_m2)
     if synchronized:
-        total_count, total_sum = cross_replica_sum([count, local_sum])
-        offset = tf.math.divide_no_nan(total_sum, total_count)
-        # Chan et al.: M2 = Σ M2_i + Σ n_i (mean_i − mean)².
-        (m2,) = cross_replica_sum([local_m2 + count * tf.square(local_offset - offset)])
-        count = total_count
-    else:
-        offset, m2 = local_offset, local_m2
+        stats = _combine_replicas(*stats)
+    count, shift, offset, m2 = stats
     variance = tf.math.divide_no_nan(m2, count)
     return BatchStats(shift, offset, variance, count)
+
+
+def _combine_replicas(count, shift, offset, m2):
+    """Chan et al.'s parallel moments over all replicas, in one all-reduce.
+
+    Each replica writes its (count, shift, offset, M2) into its own row of a
+    zero tensor; summing those over replicas gathers every row everywhere.
+    All replicas then combine the rows in the same order around replica 0's
+    shift: mean offsets δ_i = (s_i − s_0) + offset_i stay small, and
+    M2 = Σ M2_i + Σ n_i (δ_i − δ)², which no raw sum of squares can match.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return count, shift, offset, m2
+    local = tf.stack([count, shift, offset, m2])
+    slot = tf.one_hot(
+        ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=local.dtype
+    )
+    slot = tf.reshape(slot, [-1] + [1] * local.shape.rank)
+    (rows,) = cross_replica_sum([slot * local[None]])
+    counts, shifts, offsets, m2s = tf.unstack(rows, axis=1)
+    deltas = (shifts - shifts[0]) + offsets
+    total = tf.reduce_sum(counts, 0)
+    mean_delta = tf.math.divide_no_nan(tf.reduce_sum(counts * deltas, 0), total)
+    m2 = tf.reduce_sum(m2s, 0) + tf.reduce_sum(
+        counts * tf.square(deltas - mean_delta), 0
+    )
+    return total, shifts[0], mean_delta, m2
 
 
 def renorm_corrections(
