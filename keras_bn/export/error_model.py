@@ -102,7 +102,7 @@ def _leaf_layers(model: keras.Model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _leaf_layers(layer)
-        else:
+        elif not isinstance(layer, keras.layers.InputLayer):
             yield layer
 
 
@@ -123,7 +123,8 @@ def reduction_length(layer: keras.layers.Layer) -> int:
         return math.prod(layer.kernel.shape[:-2]) * layer.kernel.shape[-1]
     kernel = getattr(layer, "kernel", None)
     if kernel is not None and len(kernel.shape) >= 2:
-        return math.prod(kernel.shape[:-1]) // getattr(layer, "groups", 1)
+        # Grouped convolutions already store (..., in_channels / groups, filters).
+        return math.prod(kernel.shape[:-1])
     if isinstance(
         layer,
         keras.layers.GlobalAveragePooling1D
