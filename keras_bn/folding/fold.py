@@ -1,0 +1,93 @@
+"""`fold_batchnorm`: a new inference model with every Batch Normalization folded."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_bn.folding.graph import check_foldable_model, fold_graph
+from keras_bn.folding.report import FoldReport
+from keras_bn.folding.verification import compare_models, random_batch
+
+__all__ = ["fold_batchnorm"]
+
+
+def fold_batchnorm(
+    model: keras.Model,
+    *,
+    verify: bool = True,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    data=None,
+    return_report: bool = False,
+) -> keras.Model | tuple[keras.Model, FoldReport]:
+    """Returns a copy of `model` for inference with Batch Normalization folded.
+
+    In inference a BN layer is a fixed per-channel affine map
+    `x * gamma / sqrt(moving_variance + epsilon) + (beta - moving_mean * ...)`.
+    Next to a linear layer that map can be merged into the layer's kernel and
+    bias, so the network does the same work without the BN's multiply and add
+    (and without the memory traffic of a separate op). This function does
+    that for every `keras.layers.BatchNormalization` and
+    `keras_bn.BatchNormalization` in the model, nested models included:
+
+    - `Linear -> BN` for `Dense`, `Conv1D/2D/3D`, `DepthwiseConv1D/2D`
+      (any `depth_multiplier`), `SeparableConv1D/2D` (into the pointwise
+      kernel) and `Conv1D/2D/3DTranspose`, with or without bias,
+      `channels_last` or `channels_first`;
+    - `BN -> Linear` for `Dense` and unpadded (`padding="valid"`)
+      convolutions, when the BN cannot fold into the layer before it.
+
+    A BN that cannot be folded (its neighbour has an activation, is shared,
+    feeds other layers, uses zero padding, or is not linear at all, e.g. an
+    `Add`) becomes one `ChannelAffine` layer computing the same map, so the
+    result holds no Batch Normalization. The report says which BN went
+    where and why the others did not. Weights are computed in float64 and
+    cast to each variable's dtype. The caller's model is never modified; the
+    new model is not compiled.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+        verify: run both models in inference mode on `data` and raise if the
+            outputs differ by more than `atol + rtol * max|output|`.
+        rtol: tolerance relative to each output's largest magnitude.
+        atol: absolute tolerance.
+        data: the verification batch, in the structure `model` takes;
+            `None` draws a seeded standard-normal batch of 2.
+        return_report: also return a `FoldReport`.
+
+    Returns:
+        The folded `keras.Model` (a `keras.Sequential` for a Sequential
+        input), or `(model, report)` when `return_report=True`.
+
+    Raises:
+        TypeError: `model` is not a Keras model, is a subclassed model whose
+            graph cannot be traced, or holds a layer that cannot be rebuilt
+            from its config.
+        ValueError: `model` was never built, or `rtol`/`atol` is negative.
+        FoldVerificationError: (a `ValueError`) `verify=True` and the folded
+            model differs from the original beyond tolerance.
+
+    Example:
+
+    ```python
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, use_bias=False)(inputs)
+    x = keras_bn.BatchNormalization()(x)
+    outputs = keras.layers.ReLU()(x)
+    model = keras.Model(inputs, outputs)
+    folded, report = fold_batchnorm(model, return_report=True)
+    print(report)  # batch_normalization: folded after 'conv2d'
+    ```
+    """
+    check_foldable_model(model)
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not value >= 0:
+            raise ValueError(
+                f"`{name}` must be a non-negative number. Received: {name}={value}"
+            )
+    folded, entries = fold_graph(model)
+    report = FoldReport(entries=entries)
+    if verify:
+        batch = random_batch(model) if data is None else data
+        report.max_error = compare_models(model, folded, batch, rtol=rtol, atol=atol)
+    return (folded, report) if return_report else folded

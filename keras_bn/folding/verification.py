@@ -1,0 +1,100 @@
+"""Checking that a folded model computes what the original computes."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import tree
+
+__all__ = ["FoldVerificationError", "compare_models", "random_batch"]
+
+# A batch of two catches a fold that mixes examples, and stays cheap.
+_BATCH = 2
+# An unknown spatial or sequence length: long enough for the usual kernel
+# sizes and strides of an unpadded network.
+_UNKNOWN_LENGTH = 32
+
+
+class FoldVerificationError(ValueError):
+    """The folded model's outputs differ from the original's beyond tolerance."""
+
+
+def random_batch(model: keras.Model, seed: int = 0):
+    """A seeded standard-normal batch shaped for `model`'s inputs.
+
+    Unknown batch sizes become 2, other unknown dimensions 32. Integer
+    inputs (token ids) get zeros and ones, valid for any embedding.
+
+    Returns:
+        Arrays in the structure `model` takes (one array, a list or a dict).
+    """
+    rng = np.random.default_rng(seed)
+
+    def make(x):
+        shape = [
+            (_BATCH if i == 0 else _UNKNOWN_LENGTH) if d is None else d
+            for i, d in enumerate(x.shape)
+        ]
+        dtype = np.dtype(keras.backend.standardize_dtype(x.dtype))
+        if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+            return rng.integers(0, 2, size=shape).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    structure = getattr(model, "_inputs_struct", None)
+    if structure is None:
+        structure = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return tree.map_structure(make, structure)
+
+
+def compare_models(
+    original: keras.Model,
+    folded: keras.Model,
+    data,
+    *,
+    rtol: float,
+    atol: float,
+) -> float:
+    """Runs both models in inference mode; raises if they disagree.
+
+    Each output is compared as a whole: `max|folded - original|` must be at
+    most `atol + rtol * max|original|`. Float32 rounding in a layer scales
+    with the largest values it sums, not with each output element, so an
+    element-wise relative test would fail on outputs that happen to be near
+    zero.
+
+    Args:
+        original: the model before folding.
+        folded: the model after folding.
+        data: a batch in the structure the models take.
+        rtol: tolerance relative to each output's largest magnitude.
+        atol: absolute tolerance.
+
+    Returns:
+        The largest `max|difference| / max|original|` over the outputs.
+
+    Raises:
+        FoldVerificationError: if an output is beyond tolerance, naming it.
+    """
+    expected = tree.flatten(original(data, training=False))
+    actual = tree.flatten(folded(data, training=False))
+    names = [t.name for t in original.outputs]
+    worst = 0.0
+    for name, e, a in zip(names, expected, actual, strict=True):
+        e = np.asarray(keras.ops.convert_to_numpy(e), dtype=np.float64)
+        a = np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float64)
+        if e.shape != a.shape:
+            raise FoldVerificationError(
+                f"Folding changed the shape of output '{name}' of model "
+                f"'{original.name}'. Received: {e.shape} before, {a.shape} after"
+            )
+        difference = float(np.max(np.abs(a - e), initial=0.0))
+        magnitude = float(np.max(np.abs(e), initial=0.0))
+        if not difference <= atol + rtol * magnitude:
+            raise FoldVerificationError(
+                f"The folded model '{folded.name}' differs from the original on "
+                f"output '{name}': max|difference| = {difference:.3g} exceeds "
+                f"atol + rtol * max|output| = {atol + rtol * magnitude:.3g}. "
+                f"Received: rtol={rtol}, atol={atol}"
+            )
+        worst = max(worst, difference / magnitude if magnitude > 0 else difference)
+    return worst
