@@ -165,7 +165,15 @@ class _GraphFolder:
         for node in self.nodes:
             if isinstance(node.operation, BATCHNORM_TYPES):
                 self._plan(node)
+            elif _has_graph(node.operation):
+                self._fold_nested(node.operation)
         return self._rebuild(), self.entries
+
+    def _fold_nested(self, model) -> None:
+        if id(model) not in self.nested:
+            folder = _GraphFolder(model, f"{self.prefix}{model.name}/", self.nested)
+            self.nested[id(model)], entries = folder.run()
+            self.entries.extend(entries)
 
     def _plan(self, bn_node) -> None:
         bn = bn_node.operation
@@ -266,6 +274,9 @@ class _GraphFolder:
                 f"the BN axis {axis} is not the channel axis {channel_axis} of "
                 f"'{linear_node.operation.name}'"
             )
+        reason = rule.bias_reason(linear_node.operation, linear_node.outputs[0].shape)
+        if reason:
+            return None, reason
         return linear_node, None
 
     # -- pass 2: rebuild -------------------------------------------------------
@@ -324,10 +335,6 @@ class _GraphFolder:
             config["use_bias"] = True
             return self._from_config(op, config)
         if _has_graph(op):
-            if id(op) not in self.nested:
-                folder = _GraphFolder(op, f"{self.prefix}{op.name}/", self.nested)
-                self.nested[id(op)], entries = folder.run()
-                self.entries.extend(entries)
             return self.nested[id(op)]
         if not isinstance(op, keras.layers.Layer):
             # Stateless operations (`keras.ops` calls in a Functional graph)

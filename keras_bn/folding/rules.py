@@ -67,6 +67,28 @@ class LinearRule(abc.ABC):
             )
         return None
 
+    def bias_reason(self, layer, output_shape) -> str | None:
+        """Why a folded bias would be added on the wrong axis, or `None`.
+
+        Keras 3's TensorFlow `ops.add` turns `x + bias.reshape(1, C, 1, ...)`
+        into `tf.nn.bias_add`, choosing NHWC whenever the last dimension of
+        `x` equals `C`, so a `channels_first` convolution whose last spatial
+        size equals its channel count adds its bias along the wrong axis
+        (seen in Keras 3.15). Its original bias is already misapplied; a
+        folded, different bias would change the output.
+        """
+        channels_first = getattr(layer, "data_format", None) == "channels_first"
+        if not channels_first or keras.backend.backend() != "tensorflow":
+            return None
+        channels, last = output_shape[1], output_shape[-1]
+        if last is None or last == channels:
+            return (
+                f"'{layer.name}' is channels_first with last output dimension "
+                f"{last} and {channels} channels: Keras' TensorFlow bias add "
+                "would apply a folded bias along the last axis"
+            )
+        return None
+
     # -- weights -------------------------------------------------------------
 
     def read(self, layer) -> dict[str, np.ndarray | None]:
