@@ -98,13 +98,19 @@ def test_a_file_for_another_model_raises(foreign_onnx):
 
 def test_op_histograms_are_read_from_the_files(foreign_tflite, foreign_onnx):
     # TF 2.21's converter fuses the BN into CONV_2D and the ReLU into its
-    # activation; tf2onnx 1.17 wraps the NHWC Conv in two Transposes.
+    # activation. tf2onnx 1.17 wraps the NHWC Conv in two Transposes and, the
+    # conv having a non-zero bias, leaves the unfolded BN as Mul + Add.
     assert op_histogram(foreign_tflite) == {"CONV_2D": 1}
-    graph = onnx.load(foreign_onnx).graph
     assert op_histogram(foreign_onnx) == {
-        op: sum(n.op_type == op for n in graph.node)
-        for op in {"Transpose", "Conv", "Relu"}
+        "Transpose": 2,
+        "Conv": 1,
+        "Mul": 1,
+        "Add": 1,
+        "Relu": 1,
     }
+    assert sum(op_histogram(foreign_onnx).values()) == len(
+        onnx.load(foreign_onnx).graph.node
+    )
 
 
 def test_onnx_runs_the_same_with_and_without_graph_optimizations(model, foreign_onnx):

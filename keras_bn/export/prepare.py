@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_bn.folding import fold_batchnorm
+
 
 def _all_layers(model: keras.Model):
     for layer in model.layers:
@@ -79,6 +81,4 @@ def model_to_export(model: keras.Model, fold: bool) -> tuple[keras.Model, Any]:
         raise TypeError(f"`fold` must be True or False. Received: fold={fold!r}")
     if not fold:
         return model, None
-    from keras_bn.folding import fold_batchnorm
-
     return fold_batchnorm(model, return_report=True)

@@ -103,6 +103,8 @@ class ExportReport:
         ]
         if p.top1_agreement is not None:
             lines.append(f"  top-1 agreement with Keras: {p.top1_agreement:.2%}")
+        if self.fold_report is not None:
+            lines.append(f"  fold: {str(self.fold_report).splitlines()[0]}")
         lines.append(f"  ops: {ops}")
         return "\n".join(lines)
 

@@ -1,0 +1,33 @@
+"""Fold MobileNetV2's BatchNormalization layers and export it to TFLite and ONNX.
+
+Run from the repository root:
+
+    python export/mobilenetv2.py
+
+Writes export/out/mobilenetv2.tflite and export/out/mobilenetv2.onnx and prints what
+each export checked. Replace `weights=None` by `weights="imagenet"` for the trained network; the
+export is the same.
+"""
+
+from pathlib import Path
+
+import keras
+
+from keras_bn.export import to_onnx, to_tflite
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    for report in (
+        to_tflite(model, OUT / "mobilenetv2.tflite"),
+        to_onnx(model, OUT / "mobilenetv2.onnx"),
+    ):
+        print(report.summary())
+    print(report.fold_report)
+
+
+if __name__ == "__main__":
+    main()
