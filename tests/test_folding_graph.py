@@ -550,3 +550,30 @@ def test_verification_names_the_output_that_differs(rng):
         FoldVerificationError, match="max\\|difference\\|.*Received: rtol"
     ):
         compare_models(a, b, rng.normal(size=(2, 4)), rtol=1e-4, atol=1e-5)
+
+
+class ConvBlock(keras.layers.Layer):
+    """A subclassed layer holding a BN: Keras records no graph inside it."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = L.Conv2D(filters, 3, padding="same")
+        self.bn = L.BatchNormalization()
+
+    def call(self, x):
+        return self.bn(self.conv(x))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+def test_bn_inside_a_subclassed_layer_is_reported_and_kept(rng):
+    i = keras.Input((6, 6, 3))
+    block = ConvBlock(4, name="block")
+    x = L.BatchNormalization(name="outer_bn")(block(i))
+    folded, report = fold_and_compare(keras.Model(i, x), rng)
+    inner = report.entry(f"block/{block.bn.name}")
+    assert not inner.folded and "cannot be traced; kept" in inner.reason
+    assert "nested" not in report.entry("outer_bn").reason
+    assert count_affine(folded) == 1

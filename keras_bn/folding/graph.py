@@ -110,7 +110,7 @@ def batchnorm_scale_shift_of(bn) -> tuple[np.ndarray, np.ndarray]:
     """`(scale, shift)` in float64 of a built BN layer's inference form."""
 
     def value(variable):
-        return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float64)
+        return np.asarray(variable.numpy(), dtype=np.float64)
 
     return weights.batchnorm_scale_shift(
         value(bn.moving_mean),
