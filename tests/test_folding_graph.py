@@ -132,6 +132,25 @@ def _shape(shape, name, data_format):
     return shape
 
 
+def assert_folds_into_weights(
+    factory, name, shape, data_format, bn_class, rng, bn_first=False
+):
+    """One BN next to one layer: folded in the expected direction, nothing left."""
+    model = single_path(
+        factory,
+        _shape(shape, name, data_format),
+        bn_first=bn_first,
+        bn_class=bn_class,
+        axis=_bn_axis(name, data_format),
+    )
+    folded, report = fold_and_compare(model, rng)
+    assert count_batchnorm(folded) == 0 and count_affine(folded) == 0
+    (entry,) = report.entries
+    assert entry.folded and entry.direction == ("before" if bn_first else "after")
+    linear = model.layers[2 if bn_first else 1]
+    assert entry.into == linear.name
+
+
 def _with_formats(patterns):
     """(name, data_format) pairs; Dense has no data_format."""
     return [
@@ -147,18 +166,9 @@ def _with_formats(patterns):
 @pytest.mark.parametrize("name, data_format", _with_formats(AFTER_PATTERNS))
 def test_linear_then_bn_folds_into_weights(name, data_format, use_bias, bn_class, rng):
     factory, shape = AFTER_PATTERNS[name]
-    model = single_path(
-        lambda: factory(data_format, use_bias),
-        _shape(shape, name, data_format),
-        bn_first=False,
-        bn_class=bn_class,
-        axis=_bn_axis(name, data_format),
+    assert_folds_into_weights(
+        lambda: factory(data_format, use_bias), name, shape, data_format, bn_class, rng
     )
-    folded, report = fold_and_compare(model, rng)
-    assert count_batchnorm(folded) == 0 and count_affine(folded) == 0
-    (entry,) = report.entries
-    assert entry.folded and entry.direction == "after"
-    assert entry.into == model.layers[1].name
 
 
 # -- BN -> Linear ------------------------------------------------------------------
@@ -180,17 +190,9 @@ BEFORE_PATTERNS = {
 @pytest.mark.parametrize("name, data_format", _with_formats(BEFORE_PATTERNS))
 def test_bn_then_unpadded_linear_folds_into_weights(name, data_format, bn_class, rng):
     factory, shape = BEFORE_PATTERNS[name]
-    model = single_path(
-        lambda: factory(data_format),
-        _shape(shape, name, data_format),
-        bn_first=True,
-        bn_class=bn_class,
-        axis=_bn_axis(name, data_format),
+    assert_folds_into_weights(
+        lambda: factory(data_format), name, shape, data_format, bn_class, rng, True
     )
-    folded, report = fold_and_compare(model, rng)
-    assert count_batchnorm(folded) == 0 and count_affine(folded) == 0
-    (entry,) = report.entries
-    assert entry.folded and entry.direction == "before"
 
 
 def test_bn_on_both_sides_of_one_conv_folds_twice(rng):

@@ -88,6 +88,15 @@ def conv_transpose_1d(x, kernel, bias, stride):
     return y if bias is None else y + bias
 
 
+# Conv1D, Conv2D, grouped Conv2D and Conv3D: (input, kernel, groups).
+CONV_CASES = [
+    ((2, 9, 4), (3, 4, 6), 1),
+    ((2, 7, 6, 4), (3, 2, 4, 6), 1),
+    ((2, 7, 6, 4), (3, 3, 2, 6), 2),
+    ((2, 5, 5, 5, 3), (2, 3, 2, 3, 4), 1),
+]
+
+
 def assert_close(actual, expected):
     error = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
     assert error <= FOLD_WEIGHTS_FLOAT64_RTOL, error
@@ -154,15 +163,7 @@ def test_bn_then_dense(rng):
     assert_close(x @ folded_kernel + folded_bias, _batchnorm(x, s) @ kernel + bias)
 
 
-@pytest.mark.parametrize(
-    "input_shape, kernel_shape, groups",
-    [
-        ((2, 9, 4), (3, 4, 6), 1),
-        ((2, 7, 6, 4), (3, 2, 4, 6), 1),
-        ((2, 7, 6, 4), (3, 3, 2, 6), 2),
-        ((2, 5, 5, 5, 3), (2, 3, 2, 3, 4), 1),
-    ],
-)
+@pytest.mark.parametrize("input_shape, kernel_shape, groups", CONV_CASES)
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_conv_then_bn(rng, input_shape, kernel_shape, groups, use_bias):
     channels_out = kernel_shape[-1]
@@ -176,15 +177,7 @@ def test_conv_then_bn(rng, input_shape, kernel_shape, groups, use_bias):
     )
 
 
-@pytest.mark.parametrize(
-    "input_shape, kernel_shape, groups",
-    [
-        ((2, 9, 4), (3, 4, 6), 1),
-        ((2, 7, 6, 4), (3, 2, 4, 6), 1),
-        ((2, 7, 6, 4), (3, 3, 2, 6), 2),
-        ((2, 5, 5, 5, 3), (2, 3, 2, 3, 4), 1),
-    ],
-)
+@pytest.mark.parametrize("input_shape, kernel_shape, groups", CONV_CASES)
 def test_bn_then_conv(rng, input_shape, kernel_shape, groups):
     s = _statistics(rng, input_shape[-1])
     kernel, bias = rng.normal(size=kernel_shape), rng.normal(size=kernel_shape[-1])
