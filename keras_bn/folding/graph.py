@@ -128,7 +128,7 @@ def _describe(op) -> str:
 def _has_graph(op) -> bool:
     if isinstance(op, keras.Sequential):
         return getattr(op, "_functional", None) is not None
-    return isinstance(op, keras.Model) and getattr(op, "_nodes_by_depth", None)
+    return isinstance(op, keras.Model) and bool(getattr(op, "_nodes_by_depth", None))
 
 
 class _GraphFolder:
@@ -187,11 +187,9 @@ class _GraphFolder:
             return
         reasons = []
         for direction, find in ((AFTER, self._after), (BEFORE, self._before)):
+            # Each direction requires the BN to be the linear layer's only
+            # neighbour on that side, so no layer is claimed twice per side.
             linear_node, reason = find(bn_node)
-            if linear_node is not None and direction in self.linear_folds.get(
-                id(linear_node), {}
-            ):
-                linear_node, reason = None, "its neighbour already absorbs another BN"
             if linear_node is None:
                 reasons.append(f"{direction}: {reason}")
                 continue
