@@ -1,0 +1,38 @@
+"""`keras-bn bench export` runs end to end and prints both tables."""
+
+import json
+
+import pytest
+
+from keras_bn.bench import export as bench_export
+
+
+def test_small_model_benchmark_prints_latency_and_size_ratios(capsys):
+    code = bench_export.main(
+        ["--models", "small_cnn", "--size", "16", "--batches", "1", "2"]
+        + ["--repeats", "2", "--json"]
+    )
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["runtime"], r["batch"]) for r in rows["latency"]} == {
+        (runtime, batch) for runtime in bench_export.RUNTIMES for batch in (1, 2)
+    }
+    for row in rows["latency"]:
+        assert row["folded/bn_free"] == pytest.approx(
+            row["folded ms"] / row["bn_free ms"]
+        )
+    sizes = {r["format"]: r for r in rows["size"]}
+    assert set(sizes) == {"tflite", "onnx"}
+    # A folded layer keeps one bias vector where the BN kept four statistics.
+    assert all(r["folded KiB"] <= r["unfolded KiB"] for r in sizes.values())
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [(["--repeats", "0"], "--repeats must be at least 1"), (["--batches", "0"], "")],
+)
+def test_bad_arguments_exit_with_a_message(argv, match, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_export.main(argv)
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err
