@@ -5,13 +5,14 @@ Run from the repository root:
     python export/resnet50.py
 
 Writes export/out/resnet50.tflite and export/out/resnet50.onnx and prints what
-each export checked. Replace `weights=None` by `weights="imagenet"` for the trained network; the
-export is the same.
+each export checked. Replace `weights=None` by `weights="imagenet"` for the trained network
+(and delete the stand-in statistics); the export is the same.
 """
 
 from pathlib import Path
 
 import keras
+from stand_in_statistics import set_stand_in_statistics
 
 from keras_bn.export import to_onnx, to_tflite
 
@@ -21,6 +22,7 @@ OUT = Path(__file__).resolve().parent / "out"
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
+    set_stand_in_statistics(model)  # delete with weights="imagenet"
     for report in (
         to_tflite(model, OUT / "resnet50.tflite"),
         to_onnx(model, OUT / "resnet50.onnx"),
