@@ -66,3 +66,10 @@ FOLD_APPLICATIONS_RTOL = 1e-4
 # where Keras' BN normalises in float32 and rounds at the end: a few float16
 # ulp (2^-11 ≈ 4.9e-4) of the output's largest value; measured ≤ 9.6e-4.
 FOLD_FLOAT16_RTOL = 4e-3
+
+# --- command line and demo (tests/test_cli.py) -------------------------------
+# One epoch of the demo CNN on the digits (seed 0) reaches 93.9% held-out
+# accuracy in every format, int8 included; chance is 10%. The floor leaves room
+# for other CPUs' and library versions' rounding while still failing a model
+# that did not train or an export that scrambles its outputs.
+DEMO_MIN_ACCURACY_ONE_EPOCH = 0.8

@@ -1,0 +1,289 @@
+"""`keras-bn`, called as a user calls it: the installed console script, in a subprocess.
+
+The demo runs once (one epoch) and its files feed the fold, export and check
+tests. Every bad input must end in one line on stderr starting with
+`keras-bn <command>: error:`, no traceback, and the documented exit status.
+Help texts, usage errors and the `.npz` path of the demo run in-process through
+`keras_bn.cli.main`, which is what the script calls.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_bn
+from keras_bn import cli, demo
+from tests.tolerances import DEMO_MIN_ACCURACY_ONE_EPOCH, EXPORT_FLOAT32_RTOL
+
+DEMO_FORMATS = [
+    "Keras",
+    "Keras folded",
+    "TFLite float32",
+    "TFLite int8",
+    "ONNX float32",
+]
+
+
+def _script() -> str:
+    beside = Path(sys.executable).parent / "keras-bn"
+    found = str(beside) if beside.exists() else shutil.which("keras-bn")
+    assert found, "the keras-bn console script is not installed (pip install -e .)"
+    return found
+
+
+def keras_bn_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [_script(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """Our own stderr lines (TensorFlow logs its start-up there too)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("keras-bn")]
+
+
+def assert_one_line_error(result, command: str, code: int, *fragments: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"keras-bn {command}: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo_out")
+    result = keras_bn_cli("demo", "--epochs", "1", "--out", out)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> Path:
+    """The demo's architecture with other weights: a file it must not match."""
+    keras.utils.set_random_seed(7)
+    path = tmp_path_factory.mktemp("other") / "other.keras"
+    demo.build_model((8, 8, 1), 10).save(path)
+    return path
+
+
+def test_version():
+    result = keras_bn_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"keras-bn {keras_bn.__version__} ")
+
+
+def test_demo_writes_every_file_and_prints_the_table(demo_run):
+    out, result = demo_run
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for name in [
+        "digits_cnn.keras",
+        "digits_cnn_folded.keras",
+        "digits_cnn.tflite",
+        "digits_cnn_int8.tflite",
+        "digits_cnn.onnx",
+    ]:
+        assert (out / name).stat().st_size > 0, name
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("format "))
+    for column in ["size", "accuracy", "max error vs Keras", "BN ops left", "latency"]:
+        assert column in lines[header]
+    rows = lines[header + 2 : header + 2 + len(DEMO_FORMATS)]
+    accuracies = {}
+    for label, row in zip(DEMO_FORMATS, rows, strict=True):
+        assert row.startswith(label + " "), row
+        accuracies[label] = float(re.search(r"(\d+\.\d+)%", row).group(1)) / 100
+        bn_ops_left = int(row.split()[-3])
+        assert bn_ops_left == (3 if label == "Keras" else 0), row
+    assert min(accuracies.values()) >= DEMO_MIN_ACCURACY_ONE_EPOCH, accuracies
+    # float32 artefacts make the same predictions up to ties within rounding.
+    for label in ["Keras folded", "TFLite float32", "ONNX float32"]:
+        assert accuracies[label] == pytest.approx(accuracies["Keras"], abs=0.01)
+    assert "3 of 3 Batch Normalization calls folded" in result.stdout
+
+
+def test_fold_writes_a_bn_free_model(demo_run, tmp_path):
+    out, _ = demo_run
+    target = tmp_path / "folded.keras"
+    result = keras_bn_cli("fold", out / "digits_cnn.keras", "-o", target, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["fold_report"]["folded"] == report["fold_report"]["total"] == 3
+    folded = keras.saving.load_model(target)
+    assert demo.bn_layers_left(folded) == 0
+
+
+def test_export_all_formats(demo_run, tmp_path):
+    out, _ = demo_run
+    result = keras_bn_cli(
+        "export", out / "digits_cnn.keras", "--format", "all", "-o", tmp_path, "-q"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "digits_cnn.tflite").is_file()
+    assert (tmp_path / "digits_cnn.onnx").is_file()
+    assert result.stdout.count("parity vs Keras") == 2
+    assert "BatchNormalization" not in result.stdout
+
+
+def test_check_passes_on_the_demo_export(demo_run):
+    out, _ = demo_run
+    result = keras_bn_cli(
+        "check", out / "digits_cnn.keras", out / "digits_cnn.onnx", "--json", "-q"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is True
+    assert report["parity"]["max_rel_error"] <= EXPORT_FLOAT32_RTOL
+
+
+def test_bench_forwards_its_arguments():
+    result = keras_bn_cli(
+        "bench", "layer", "--shapes", "8,4", "--repeats", "1", "--modes", "eager"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "keras_bn" in result.stdout and "fused" in result.stdout
+
+
+# --- bad input -----------------------------------------------------------------
+
+
+def test_missing_model_file(tmp_path):
+    result = keras_bn_cli("fold", tmp_path / "absent.keras")
+    assert_one_line_error(result, "fold", cli.EXIT_BAD_INPUT, "does not exist")
+
+
+def test_not_a_keras_model(tmp_path):
+    fake = tmp_path / "notes.keras"
+    fake.write_text("not a model")
+    result = keras_bn_cli("export", fake)
+    assert_one_line_error(result, "export", cli.EXIT_BAD_INPUT, "is not a Keras model")
+
+
+def test_unfoldable_model(tmp_path):
+    path = tmp_path / "unbuilt.keras"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "saving a model not built"
+        keras.Sequential([keras.layers.Dense(4), keras_bn.BatchNormalization()]).save(
+            path
+        )
+    result = keras_bn_cli("fold", path, "-o", tmp_path / "folded.keras")
+    assert_one_line_error(result, "fold", cli.EXIT_BAD_INPUT, "never been built")
+    assert not (tmp_path / "folded.keras").exists()
+
+
+def test_parity_failure(demo_run, other_model):
+    out, _ = demo_run
+    result = keras_bn_cli("check", other_model, out / "digits_cnn.onnx", "-q")
+    assert_one_line_error(result, "check", cli.EXIT_PARITY, "parity failure")
+    assert "FAIL" in result.stdout
+
+
+# --- in-process: help, usage, data ---------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["demo", "fold", "export", "check", "bench"])
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"keras-bn {command}" in capsys.readouterr().out.split("example")[1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["demo", "--epochs", "many"],
+        ["export", "m.keras", "--format", "pb"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arrays, fragment",
+    [
+        ({"x_train": np.zeros((4, 8, 8))}, "Missing: ['y_train', 'x_test', 'y_test']"),
+        (
+            {
+                "x_train": np.zeros((4, 8, 8)),
+                "y_train": np.zeros(4, np.float32),
+                "x_test": np.zeros((2, 8, 8)),
+                "y_test": np.zeros(2, np.int64),
+            },
+            "`y_train` must be non-negative integer class labels",
+        ),
+    ],
+)
+def test_demo_rejects_bad_data(arrays, fragment, tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    assert cli.main(["demo", "--data", str(path), "--out", str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("keras-bn demo: error: ")
+    assert fragment in err[0]
+
+
+def test_export_int8_needs_calibration_data(demo_run, capsys):
+    out, _ = demo_run
+    model = str(out / "digits_cnn.keras")
+    assert cli.main(["export", model, "--quantize", "int8", "-q"]) == 1
+    assert "--quantize int8 needs --data" in capsys.readouterr().err
+
+
+def test_demo_on_a_users_npz(tmp_path, capsys):
+    data = demo.load_dataset()
+    path = tmp_path / "letters.npz"
+    np.savez(
+        path,
+        x_train=data.x_train[:400, ..., 0],
+        y_train=data.y_train[:400],
+        x_test=data.x_test[:100, ..., 0],
+        y_test=data.y_test[:100],
+    )
+    code = cli.main(
+        [
+            "demo",
+            "--data",
+            str(path),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "-q",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dataset"] == {
+        "name": str(path),
+        "train": 400,
+        "test": 100,
+        "input_shape": [8, 8, 1],
+        "classes": 10,
+    }
+    assert [row["format"] for row in report["rows"]] == DEMO_FORMATS
+    assert (tmp_path / "letters_cnn_int8.tflite").is_file()
