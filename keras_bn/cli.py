@@ -426,7 +426,7 @@ def cmd_bench(args) -> int:
 # --- the parser --------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
+def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -526,13 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fold.add_argument(
         "--rtol",
-        type=_positive_float,
+        type=_non_negative_float,
         default=1e-4,
         help="verification, relative to the output's scale (default: %(default)s)",
     )
     fold.add_argument(
         "--atol",
-        type=_positive_float,
+        type=_non_negative_float,
         default=1e-5,
         help="verification, absolute (default: %(default)s)",
     )
@@ -589,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--tolerance",
-        type=_positive_float,
+        type=_non_negative_float,
         help="max relative error allowed (default: keras_bn.export.error_model's bound)",
     )
 

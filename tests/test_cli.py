@@ -287,3 +287,11 @@ def test_demo_on_a_users_npz(tmp_path, capsys):
     }
     assert [row["format"] for row in report["rows"]] == DEMO_FORMATS
     assert (tmp_path / "letters_cnn_int8.tflite").is_file()
+
+
+def test_json_mode_reports_errors_on_stdout(tmp_path, capsys):
+    code = cli.main(["check", str(tmp_path / "absent.keras"), "x.onnx", "--json"])
+    assert code == cli.EXIT_BAD_INPUT
+    report = json.loads(capsys.readouterr().out)
+    assert report["exit_code"] == cli.EXIT_BAD_INPUT
+    assert "does not exist" in report["error"]
