@@ -467,9 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars or notes"
-    )
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common.add_argument(
         "--json", action="store_true", help="print one JSON report on stdout"
     )
