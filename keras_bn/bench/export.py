@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_bn.bench.timing import format_table
+from keras_bn.bench.timing import format_table, interleaved_median_ms
 from keras_bn.export import to_onnx, to_tflite, without_batchnorm
 from keras_bn.export.parity import onnx_session
 
@@ -115,20 +113,6 @@ def _runner(runtime: str, path: str, x: np.ndarray, threads: int):
     return lambda: session.run(None, feed)
 
 
-def time_interleaved(runs: dict, repeats: int, warmup: int = 3) -> dict:
-    """Median ms per key, calling every run once per round."""
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[key].append((time.perf_counter() - start) * 1e3)
-    return {key: statistics.median(t) for key, t in times.items()}
-
-
 def run(
     models: list[str],
     size: int,
@@ -166,7 +150,7 @@ def run(
                     v: _runner(runtime, reports[v, fmt].path, x, threads)
                     for v in VARIANTS
                 }
-                ms = time_interleaved(runs, repeats)
+                ms = interleaved_median_ms(runs, repeats=repeats, warmup=3)
                 latency.append(
                     {
                         "model": name,

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.timing import format_table
+from keras_bn.bench.timing import format_table, interleaved_median_ms
 from keras_bn.folding import fold_batchnorm
 
 MODELS = {
@@ -87,19 +86,6 @@ def fold_seconds(size: int) -> dict:
     }
 
 
-def _interleaved_ms(steps: dict, repeats: int, warmup: int = 2) -> dict:
-    for step in steps.values():
-        for _ in range(warmup):
-            step().numpy()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step().numpy()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def latency_rows(
     names: list[str], batches: list[int], modes: list[str], size: int, repeats: int
 ) -> list[dict]:
@@ -125,7 +111,7 @@ def latency_rows(
                         jit_compile=MODES[mode],
                     )
                     steps[version] = lambda r=run, x=x: r(x)
-                ms = _interleaved_ms(steps, repeats)
+                ms = interleaved_median_ms(steps, repeats=repeats, warmup=2)
                 rows.append(
                     {
                         "model": name,

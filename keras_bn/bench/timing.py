@@ -23,6 +23,26 @@ def median_ms(step: Callable[[], object], *, repeats: int, warmup: int = 2) -> f
     return statistics.median(times)
 
 
+def interleaved_median_ms(
+    steps: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median ms per step, calling every step once per round.
+
+    Interleaving spreads slow drifts of a shared machine (another process,
+    thermal throttling) evenly over the steps being compared.
+    """
+    for _ in range(warmup):
+        for step in steps.values():
+            _block(step())
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            _block(step())
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _block(result: object) -> None:
     if isinstance(result, (list, tuple)):
         for r in result:
