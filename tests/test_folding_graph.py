@@ -308,7 +308,7 @@ def _unfoldable_models():
 
     def after_add():
         i = keras.Input((6, 6, 3))
-        x = L.Add()([L.Conv2D(3, 1)(i), i])
+        x = L.Add(name="add")([L.Conv2D(3, 1)(i), i])
         return keras.Model(i, L.BatchNormalization()(x))
 
     def channels_first_bias_add():
