@@ -9,8 +9,10 @@ import pytest
 
 from keras_bn.export import ParityError, onnx_export, to_onnx, without_batchnorm
 from tests.test_export_patterns import (
+    APPLICATIONS,
     PATTERNS,
     build_pattern,
+    export_application,
     pattern_inputs,
     randomize_batchnorm,
 )
@@ -176,24 +178,12 @@ def test_bad_destination_raises_and_writes_nothing(tmp_path, relative, error, ma
     assert os.listdir(tmp_path) == []
 
 
-APPLICATIONS = (("MobileNetV2", 96), ("ResNet50", 64), ("EfficientNetB0", 64))
-
-
 @pytest.fixture(scope="module", params=APPLICATIONS, ids=lambda p: p[0])
 def application_exports(request, tmp_path_factory):
     name, size = request.param
-    model = getattr(keras.applications, name)(
-        weights=None, input_shape=(size, size, 3), classifier_activation=None
+    return export_application(
+        to_onnx, name, size, tmp_path_factory.mktemp(f"onnx_{name}")
     )
-    randomize_batchnorm(model, seed=0, spread=0.1)
-    out = tmp_path_factory.mktemp(f"onnx_{name}")
-    x = np.random.default_rng(1).uniform(0, 255, (4, size, size, 3)).astype("float32")
-    return {
-        "folded": to_onnx(model, out / "folded.onnx", inputs=x),
-        "bn_free": to_onnx(
-            without_batchnorm(model), out / "bn_free.onnx", fold=False, inputs=x
-        ),
-    }
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_bn.export import without_batchnorm
+
 L = keras.layers
 
 PATTERNS = (
@@ -112,3 +114,22 @@ def test_pattern_without_bn_has_the_same_core_weights(pattern):
     core_without = [w.numpy() for w in without_bn.layers[-2].weights]
     for a, b in zip(core_with, core_without, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+APPLICATIONS = (("MobileNetV2", 96), ("ResNet50", 64), ("EfficientNetB0", 64))
+
+
+def export_application(export, name: str, size: int, out) -> dict:
+    """Exports a keras.applications model (folded) and its BN-free twin with `export`."""
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(size, size, 3), classifier_activation=None
+    )
+    randomize_batchnorm(model, seed=0, spread=0.1)
+    x = np.random.default_rng(1).uniform(0, 255, (4, size, size, 3)).astype("float32")
+    suffix = export.__name__.removeprefix("to_")
+    return {
+        "folded": export(model, out / f"folded.{suffix}", inputs=x),
+        "bn_free": export(
+            without_batchnorm(model), out / f"bn_free.{suffix}", fold=False, inputs=x
+        ),
+    }

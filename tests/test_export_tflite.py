@@ -8,12 +8,14 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_bn.export import ParityError, to_tflite, without_batchnorm
+from keras_bn.export import ParityError, to_tflite
 from keras_bn.export import tflite as tflite_export
 from keras_bn.export.parity import run_tflite
 from tests.test_export_patterns import (
+    APPLICATIONS,
     PATTERNS,
     build_pattern,
+    export_application,
     pattern_inputs,
     randomize_batchnorm,
 )
@@ -227,24 +229,12 @@ def test_int8_digits_cnn_keeps_float_accuracy(digits_cnn, tmp_path):
     assert not any(_is_bn_op(op) for op in report.op_histogram)
 
 
-APPLICATIONS = (("MobileNetV2", 96), ("ResNet50", 64), ("EfficientNetB0", 64))
-
-
 @pytest.fixture(scope="module", params=APPLICATIONS, ids=lambda p: p[0])
 def application_exports(request, tmp_path_factory):
     name, size = request.param
-    model = getattr(keras.applications, name)(
-        weights=None, input_shape=(size, size, 3), classifier_activation=None
+    return export_application(
+        to_tflite, name, size, tmp_path_factory.mktemp(f"tflite_{name}")
     )
-    randomize_batchnorm(model, seed=0, spread=0.1)
-    out = tmp_path_factory.mktemp(f"tflite_{name}")
-    x = np.random.default_rng(1).uniform(0, 255, (4, size, size, 3)).astype("float32")
-    return {
-        "folded": to_tflite(model, out / "folded.tflite", inputs=x),
-        "bn_free": to_tflite(
-            without_batchnorm(model), out / "bn_free.tflite", fold=False, inputs=x
-        ),
-    }
 
 
 @pytest.mark.slow
