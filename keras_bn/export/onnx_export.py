@@ -26,15 +26,13 @@ from onnx import numpy_helper
 from keras_bn.export.error_model import parity_tolerance
 from keras_bn.export.parity import (
     _as_inputs,
-    compare,
     default_inputs,
     keras_outputs,
-    op_histogram,
-    run_onnx,
+    publish_checked,
 )
 from keras_bn.export.prepare import input_spec, model_to_export
-from keras_bn.export.report import ExportReport, ParityError
-from keras_bn.export.staging import staged_file, validate_destination
+from keras_bn.export.report import ExportReport
+from keras_bn.export.staging import validate_destination
 
 # tf2onnx 1.17 knows opsets 7..18 (tf2onnx.constants.OPSET_TO_IR_VERSION);
 # below 13 several TF ops used by Keras 3 layers have no conversion.
@@ -130,12 +128,9 @@ def to_onnx(
     proto = convert_to_onnx(exported, spec, opset)
     reference = keras_outputs(model, x)
     tolerance = parity_tolerance(model)
-    with staged_file(path) as tmp:
-        onnx.save(proto, tmp)
-        parity = compare(path, "onnx", x.shape, reference, run_onnx(tmp, x), tolerance)
-        if not parity.passed:
-            raise ParityError(parity, path)
-        histogram = op_histogram(tmp)
+    parity, histogram = publish_checked(
+        path, "onnx", lambda tmp: onnx.save(proto, tmp), x, reference, tolerance
+    )
     return ExportReport(
         path=path,
         format="onnx",

@@ -24,7 +24,8 @@ from ai_edge_litert import schema_py_generated as tflite_schema
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_bn.export.prepare import input_spec
-from keras_bn.export.report import ParityReport
+from keras_bn.export.report import ParityError, ParityReport
+from keras_bn.export.staging import staged_file
 
 TFLITE_IDENTIFIER = b"TFL3"
 DEFAULT_PARITY_BATCH = 8
@@ -239,6 +240,40 @@ def compare(
         top1_agreement=top1,
         tolerance=tolerance,
     )
+
+
+def publish_checked(
+    path: str,
+    fmt: str,
+    write,
+    x: np.ndarray,
+    reference: np.ndarray,
+    tolerance: float,
+) -> tuple[ParityReport, dict[str, int]]:
+    """Writes a file next to `path`, checks it, and only then moves it in place.
+
+    Args:
+        path: the destination.
+        fmt: `"tflite"` or `"onnx"`; picks the runtime.
+        write: called with the temporary path; writes the file there.
+        x: the inputs to run.
+        reference: the Keras model's outputs on `x`.
+        tolerance: the scale-relative bound the file must meet.
+
+    Returns:
+        The `ParityReport` and the file's op histogram.
+
+    Raises:
+        ParityError: the file disagrees with the model; nothing is left behind.
+    """
+    run = run_tflite if fmt == "tflite" else run_onnx
+    with staged_file(path) as tmp:
+        write(tmp)
+        parity = compare(path, fmt, x.shape, reference, run(tmp, x), tolerance)
+        if not parity.passed:
+            raise ParityError(parity, path)
+        histogram = op_histogram(tmp)
+    return parity, histogram
 
 
 def check_parity(

@@ -24,15 +24,13 @@ import tensorflow as tf
 from keras_bn.export.error_model import parity_tolerance
 from keras_bn.export.parity import (
     _as_inputs,
-    compare,
     default_inputs,
     keras_outputs,
-    op_histogram,
-    run_tflite,
+    publish_checked,
 )
 from keras_bn.export.prepare import input_spec, model_to_export
-from keras_bn.export.report import ExportReport, ParityError
-from keras_bn.export.staging import staged_file, validate_destination
+from keras_bn.export.report import ExportReport
+from keras_bn.export.staging import validate_destination
 
 QUANTIZE_MODES = (None, "float16", "int8")
 # Calibration beyond a few hundred samples does not move int8 ranges much and
@@ -94,6 +92,14 @@ def _validate_quantize(model, quantize, representative_data) -> np.ndarray | Non
             "Received: representative_data=None"
         )
     return _as_inputs(model, representative_data)
+
+
+def _writer(flatbuffer: bytes):
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+
+    return write
 
 
 def to_tflite(
@@ -161,14 +167,9 @@ def to_tflite(
     flatbuffer = convert_to_tflite(exported, quantize, calibration)
     reference = keras_outputs(model, x)
     tolerance = parity_tolerance(model, quantize)
-    with staged_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(flatbuffer)
-        outputs = run_tflite(tmp, x)
-        parity = compare(path, "tflite", x.shape, reference, outputs, tolerance)
-        if not parity.passed:
-            raise ParityError(parity, path)
-        histogram = op_histogram(tmp)
+    parity, histogram = publish_checked(
+        path, "tflite", _writer(flatbuffer), x, reference, tolerance
+    )
     return ExportReport(
         path=path,
         format="tflite",
