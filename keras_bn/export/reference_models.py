@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_bn.keras_adapter import is_batchnorm
+
 
 class PassThrough(keras.layers.Layer):
     """Returns its input unchanged; stands where a BatchNormalization was.
@@ -25,14 +27,6 @@ class PassThrough(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-def is_batchnorm(layer: keras.layers.Layer) -> bool:
-    """True for `keras.layers.BatchNormalization` and its subclasses.
-
-    That includes `keras_bn.BatchNormalization`.
-    """
-    return isinstance(layer, keras.layers.BatchNormalization)
 
 
 def without_batchnorm(model: keras.Model) -> keras.Model:
