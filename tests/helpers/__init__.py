@@ -1,0 +1,1 @@
+"""Shared test helpers: one module per area, imported by the test files."""
