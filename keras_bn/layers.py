@@ -124,6 +124,15 @@ class BatchNormalization(keras.layers.BatchNormalization):
         unbiased_moving_variance: if True, the moving variance tracks the
             Bessel-corrected batch variance `m/(m-1)·σ²_B` (PyTorch's
             convention); the batch is still normalized with the biased one.
+        use_moving_statistics: if True, the layer normalizes with its moving
+            statistics and never updates them, also when called with
+            `training=True`; `gamma` and `beta` still train if the layer is
+            trainable. This is fine-tuning with frozen statistics but a
+            trainable affine part (Flax's `use_running_average`), which
+            Keras' `trainable=False` cannot express: it freezes both.
+            `keras_bn.freeze_batchnorm(model, train_affine=True)` sets it.
+            A compiled training function reads it when traced: set it before
+            `compile`/`fit`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -167,6 +176,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         synchronized: bool = False,
         virtual_batch_size: int | None = None,
         unbiased_moving_variance: bool = False,
+        use_moving_statistics: bool = False,
         **kwargs,
     ):
         axis = _normalize_axis(axis)
@@ -222,6 +232,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 )
         self.virtual_batch_size = virtual_batch_size
         self.unbiased_moving_variance = bool(unbiased_moving_variance)
+        self.use_moving_statistics = bool(use_moving_statistics)
 
     # -- shapes ---------------------------------------------------------------
 
@@ -366,7 +377,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         dtype = ops.statistics_dtype(inputs.dtype)
         weights = None if mask is None else self._mask_weights(inputs, mask)
         ones = tf.ones(self._broadcast_shape, dtype)
-        if training and self.trainable:
+        if training and self.trainable and not self.use_moving_statistics:
             outputs = self._train(inputs, weights, ones)
         else:
             outputs = ops.batch_norm_inference(
@@ -504,6 +515,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             {
                 "virtual_batch_size": self.virtual_batch_size,
                 "unbiased_moving_variance": self.unbiased_moving_variance,
+                "use_moving_statistics": self.use_moving_statistics,
             }
         )
         return config

@@ -270,3 +270,35 @@ def test_mask_of_the_wrong_rank_is_rejected():
     layer = keras_bn.BatchNormalization(name="my_bn")
     with pytest.raises(ValueError, match="my_bn.*mask must have the input's shape"):
         layer(tf.zeros((2, 4, 3)), training=True, mask=tf.ones((2, 4, 3), "bool"))
+
+
+def test_use_moving_statistics_normalizes_with_moving_statistics_and_trains_affine(
+    rng,
+):
+    layer = keras_bn.BatchNormalization(use_moving_statistics=True)
+    reference = keras.layers.BatchNormalization()
+    layer.build((16, 5))
+    reference.build((16, 5))
+    weights = random_bn_weights(reference, rng)
+    layer.set_weights(weights)
+    reference.set_weights(weights)
+    x = tf.constant(rng.normal(2.0, 3.0, (16, 5)), "float32")
+    upstream = tf.constant(rng.normal(size=(16, 5)), "float32")
+    with tf.GradientTape() as tape:
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(upstream * y)
+    d_gamma, d_beta = tape.gradient(loss, [layer.gamma, layer.beta])
+    assert_close(y, reference(x, training=False))
+    # y = x̂·γ + β with x̂ from the moving statistics: dβ = Σdy, dγ = Σdy·x̂.
+    mean, variance = weights[2], weights[3]
+    x_hat = (x.numpy() - mean) / np.sqrt(variance + layer.epsilon)
+    assert_close(d_beta, upstream.numpy().sum(0))
+    assert_close(d_gamma, (upstream.numpy() * x_hat).sum(0))
+    for variable, value in zip(layer.non_trainable_weights, weights[2:], strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_use_moving_statistics_round_trips_through_config():
+    layer = keras_bn.BatchNormalization(use_moving_statistics=True)
+    clone = keras_bn.BatchNormalization.from_config(layer.get_config())
+    assert clone.use_moving_statistics is True
