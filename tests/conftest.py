@@ -1,12 +1,19 @@
 """Session-wide test set-up.
 
-Two logical CPU devices are created before anything touches TensorFlow, so
-the synchronized-BN tests can run a real `MirroredStrategy` on this machine.
+oneDNN is switched on (see below), and two logical CPU devices are created
+before anything touches TensorFlow, so the synchronized-BN tests can run a real
+`MirroredStrategy` on this machine.
 """
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's CPU kernels run NCHW (channels_first) convolutions only through
+# oneDNN, which TF 2.21 turns on by default only on CPUs with AVX-512. On an AMD
+# EPYC without it, every channels_first fold test fails with "The Conv2D op
+# currently only supports the NHWC tensor format on the CPU" before folding is
+# even reached. Turning oneDNN on makes the suite independent of the CPU model.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
