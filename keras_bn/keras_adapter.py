@@ -14,6 +14,10 @@ from collections.abc import Iterator
 
 import keras
 
+#: The Keras release whose private structure this module was checked against.
+#: After a Keras upgrade, run tests/test_keras_adapter.py and update it.
+CHECKED_AGAINST_KERAS = "3.15"
+
 
 def iter_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     """Every layer inside `model`, depth first, each distinct layer once.
