@@ -216,7 +216,7 @@ class FoldIntoNeighbour(Plan):
         self.entry = FoldEntry(path, True, into=into, direction=direction)
 
     def build(self):
-        return None
+        return None  # never called: `replay` adds no layer
 
     def replay(self, call, tensors, new_layers):
         # The BN's output is its input: the neighbour does its work.
