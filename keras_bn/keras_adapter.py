@@ -14,6 +14,10 @@ from collections.abc import Iterator
 
 import keras
 
+#: The Keras release whose private structure this module was checked against.
+#: After a Keras upgrade, run tests/test_keras_adapter.py and update it.
+CHECKED_AGAINST_KERAS = "3.15"
+
 
 def iter_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     """Every layer inside `model`, depth first, each distinct layer once.
@@ -48,3 +52,139 @@ def is_batchnorm(layer: keras.layers.Layer) -> bool:
 def batchnorm_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
     """Every BatchNormalization layer inside `model` (see `iter_layers`)."""
     return [layer for layer in iter_layers(model) if is_batchnorm(layer)]
+
+
+# -- Functional graphs -----------------------------------------------------------
+#
+# Keras records a Functional model's graph in private attributes
+# (`_nodes_by_depth`, `_inputs_struct`, `_outputs_struct`, a Sequential's
+# `_functional`, a tensor's `_keras_history`) and its `keras.src.ops.node.Node`
+# objects, whose attributes are public names of a private class. Everything
+# below reads them; checked against Keras 3.15 (TensorFlow 2.21).
+
+
+def functional_graph(model: keras.layers.Layer) -> keras.Model | None:
+    """The Functional graph Keras recorded for `model`, or `None`.
+
+    A Functional model is its own graph; a built Sequential model keeps one
+    (Keras 3.15: `Sequential._functional`, `None` until it is built).
+    Subclassed models, unbuilt Sequential models and plain layers have none.
+
+    Args:
+        model: Any Keras layer or model.
+
+    Returns:
+        The `keras.Model` whose nodes describe `model`'s computation, or
+        `None` when Keras recorded no graph.
+    """
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if isinstance(model, keras.Model) and getattr(model, "_nodes_by_depth", None):
+        return model
+    return None
+
+
+def is_subclassed_model(model: keras.Model) -> bool:
+    """True for a model that is neither Functional nor Sequential.
+
+    Keras records no layer graph for it (Keras 3.15: no `_nodes_by_depth`).
+    """
+    if isinstance(model, keras.Sequential):
+        return False
+    return getattr(model, "_nodes_by_depth", None) is None
+
+
+class LayerCall:
+    """One call of a layer (or a `keras.ops` operation) in a Functional graph.
+
+    A read-only view of a Keras `Node` (`keras.src.ops.node.Node` in Keras
+    3.15) holding exactly what folding needs, so no other module depends on
+    the shape of that private class.
+
+    Attributes:
+        layer: The called layer or operation.
+        args: The positional arguments of the call, tensors included.
+        kwargs: The keyword arguments of the call (`training=...`, ...).
+        input_tensors: Every tensor the call reads, flattened.
+        outputs: Every tensor the call writes, flattened.
+    """
+
+    __slots__ = ("_node", "args", "input_tensors", "kwargs", "layer", "outputs")
+
+    def __init__(self, node):
+        self._node = node
+        self.layer = node.operation
+        self.args = node.arguments.args
+        self.kwargs = node.arguments.kwargs
+        self.input_tensors = node.input_tensors
+        self.outputs = node.outputs
+
+    def replay(self, layer, tensors: dict[int, object]) -> list:
+        """Calls `layer` with this call's arguments mapped through `tensors`.
+
+        Args:
+            layer: The layer to call in place of `self.layer`.
+            tensors: `id(original tensor) -> new tensor` for every input.
+
+        Returns:
+            The outputs of the new call, flattened like `self.outputs`.
+        """
+        args, kwargs = self._node.arguments.fill_in(tensors)
+        return keras.tree.flatten(layer(*args, **kwargs))
+
+
+def layer_calls(graph: keras.Model) -> list[LayerCall]:
+    """Every layer call of a Functional graph, inputs first, in graph order.
+
+    Args:
+        graph: A model returned by `functional_graph`.
+
+    Returns:
+        One `LayerCall` per call, each after the calls producing its inputs;
+        `keras.Input` placeholders are left out.
+    """
+    by_depth = graph._nodes_by_depth
+    return [
+        LayerCall(node)
+        for depth in sorted(by_depth, reverse=True)
+        for node in by_depth[depth]
+        if not node.is_input
+    ]
+
+
+def input_structure(model: keras.Model):
+    """`model`'s input tensors in the structure it is called with.
+
+    One tensor, a list or a dict, as given to `keras.Model(inputs=...)`
+    (Keras 3.15: `Functional._inputs_struct`); a Sequential model takes its
+    one input.
+    """
+    structure = getattr(model, "_inputs_struct", None)
+    if structure is None:
+        structure = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return structure
+
+
+def output_structure(graph: keras.Model):
+    """A Functional graph's outputs in their structure (Keras 3.15: `_outputs_struct`)."""
+    return graph._outputs_struct
+
+
+def input_like(tensor) -> keras.KerasTensor:
+    """A fresh `keras.Input` with `tensor`'s shape, dtype, sparsity and name.
+
+    Args:
+        tensor: An input tensor of a Functional graph.
+
+    Returns:
+        A new symbolic input; the name is that of `tensor`'s `InputLayer`
+        (Keras 3.15: `KerasTensor._keras_history`), so the rebuilt model
+        takes the same input names, dict keys included.
+    """
+    return keras.Input(
+        batch_shape=tensor.shape,
+        dtype=tensor.dtype,
+        sparse=tensor.sparse,
+        ragged=tensor.ragged,
+        name=tensor._keras_history.operation.name,
+    )

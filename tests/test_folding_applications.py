@@ -1,8 +1,9 @@
 """keras.applications networks fold completely and still agree.
 
-ResNet50, MobileNetV2 and EfficientNetB0 with `weights=None` and random BN
-statistics, built at small input sizes to keep the suite fast (the graph,
-and so every fold, is the same at 224x224). Every BN must be folded into a
+ResNet50, MobileNetV2 and EfficientNetB0 with `weights=None` and seeded
+stand-in BN statistics (`keras_bn.stand_in_statistics`, with its default
+spread for deep networks), built at small input sizes to keep the suite
+fast (the graph, and so every fold, is the same at 224x224). Every BN must be folded into a
 convolution — these networks have no BN that lacks a linear neighbour — and
 the folded network must match the original within FOLD_APPLICATIONS_RTOL.
 """
@@ -12,10 +13,10 @@ import numpy as np
 import pytest
 
 from keras_bn.folding import fold_batchnorm
-from tests.test_folding_graph import (
+from keras_bn.stand_in_statistics import set_stand_in_statistics
+from tests.helpers.folding import (
     count_affine,
     count_batchnorm,
-    randomize_batchnorm,
     relative_error,
 )
 from tests.tolerances import FOLD_APPLICATIONS_RTOL
@@ -39,7 +40,7 @@ def application(request):
         classes=10,
         classifier_activation=None,
     )
-    randomize_batchnorm(model, np.random.default_rng(7))
+    set_stand_in_statistics(model, seed=7)
     return model
 
 
@@ -68,7 +69,7 @@ def test_backbone_inside_a_sequential_classifier():
         ]
     )
     rng = np.random.default_rng(3)
-    randomize_batchnorm(model, rng)
+    set_stand_in_statistics(model, seed=3)
     x = rng.normal(size=(2, 96, 96, 3)).astype("float32")
     folded, report = fold_batchnorm(model, data=x, return_report=True)
     assert count_batchnorm(folded) == count_affine(folded) == 0

@@ -1,7 +1,8 @@
 """`fold_batchnorm` on Keras graphs: every pattern, every structure, bad input.
 
-Each parity test builds a small model with non-trivial BN statistics (random
-moving mean, moving variance in [0.5, 2], random γ and β), folds it and
+Each parity test builds a small model with non-trivial BN statistics
+(`keras_bn.stand_in_statistics`: γ and the moving variance uniform in
+[0.5, 2], β and the moving mean of order 1), folds it and
 compares the folded model with the original in inference mode, in float32,
 on a seeded batch. Foldable patterns must leave no BN and no `ChannelAffine`.
 """
@@ -14,91 +15,23 @@ import pytest
 
 import keras_bn
 from keras_bn.folding import (
-    ChannelAffine,
     FoldVerificationError,
     fold_batchnorm,
 )
 from keras_bn.folding.verification import compare_models
+from tests.helpers.folding import (
+    count_affine,
+    count_batchnorm,
+    fold_and_compare,
+    random_inputs,
+    relative_error,
+    set_statistics,
+    single_path,
+)
 from tests.tolerances import FOLD_FLOAT16_RTOL, FOLD_FLOAT32_RTOL
 
 layers = keras.layers
 BN_CLASSES = [layers.BatchNormalization, keras_bn.BatchNormalization]
-
-
-# -- helpers shared by the folding tests ---------------------------------------
-
-
-def all_layers(model):
-    """Every layer of `model`, nested models' layers included."""
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found += all_layers(layer)
-    return found
-
-
-def count_batchnorm(model) -> int:
-    return sum(isinstance(x, layers.BatchNormalization) for x in all_layers(model))
-
-
-def count_affine(model) -> int:
-    return sum(isinstance(x, ChannelAffine) for x in all_layers(model))
-
-
-def randomize_batchnorm(model, rng) -> None:
-    """Non-trivial BN weights everywhere: defaults make every fold look right."""
-    for layer in all_layers(model):
-        if isinstance(layer, layers.BatchNormalization):
-            shape = tuple(layer.moving_mean.shape)
-            layer.moving_mean.assign(rng.normal(size=shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=shape))
-            if layer.scale:
-                layer.gamma.assign(rng.normal(size=shape))
-            if layer.center:
-                layer.beta.assign(rng.normal(size=shape))
-
-
-def random_inputs(model, rng, batch=3):
-    def make(x):
-        return rng.normal(size=(batch, *x.shape[1:])).astype("float32")
-
-    arrays = [make(x) for x in model.inputs]
-    return arrays[0] if len(arrays) == 1 else arrays
-
-
-def relative_error(actual, expected) -> float:
-    """max|actual − expected| / max|expected| over every output."""
-    actual, expected = keras.tree.flatten(actual), keras.tree.flatten(expected)
-    worst = 0.0
-    for a, e in zip(actual, expected, strict=True):
-        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-        difference = np.max(np.abs(a - e))
-        scale = np.max(np.abs(e))
-        # An all-zero output (a ReLU that cut everything) is compared absolutely.
-        worst = max(worst, difference / scale if scale > 0 else difference)
-    return worst
-
-
-def fold_and_compare(model, rng, rtol=FOLD_FLOAT32_RTOL):
-    """Folds with verification off and checks parity independently."""
-    randomize_batchnorm(model, rng)
-    x = random_inputs(model, rng)
-    folded, report = fold_batchnorm(model, verify=False, return_report=True)
-    error = relative_error(folded(x, training=False), model(x, training=False))
-    assert error <= rtol, f"relative error {error:.3g}\n{report}"
-    return folded, report
-
-
-def single_path(layer_factory, input_shape, bn_first, bn_class, **bn_kwargs):
-    inputs = keras.Input(input_shape)
-    if bn_first:
-        x = bn_class(**bn_kwargs)(inputs)
-        x = layer_factory()(x)
-    else:
-        x = layer_factory()(inputs)
-        x = bn_class(**bn_kwargs)(x)
-    return keras.Model(inputs, x)
 
 
 # -- Linear -> BN ----------------------------------------------------------------
@@ -392,7 +325,7 @@ def test_multiple_inputs_and_outputs(rng):
         "features": L.BatchNormalization(name="features")(L.Dense(3)(v)),
     }
     model = keras.Model({"image": image, "vector": vector}, outputs)
-    randomize_batchnorm(model, rng)
+    set_statistics(model, rng)
     data = {"image": rng.normal(size=(2, 8, 8, 3)), "vector": rng.normal(size=(2, 5))}
     folded, report = fold_batchnorm(model, data=data, return_report=True)
     assert sorted(folded(data)) == ["features", "score"]
@@ -457,7 +390,7 @@ def test_keras_ops_in_a_functional_graph(rng):
 
 def test_callers_model_is_unchanged_bit_for_bit(rng):
     model = residual_model()
-    randomize_batchnorm(model, rng)
+    set_statistics(model, rng)
     x = random_inputs(model, rng)
     before_weights = [w.copy() for w in model.get_weights()]
     before_output = keras.ops.convert_to_numpy(model(x, training=False))
@@ -495,7 +428,7 @@ def test_folded_model_saves_and_loads(rng, tmp_path):
 
 def test_report_lists_every_bn(rng):
     model = residual_model()
-    randomize_batchnorm(model, rng)
+    set_statistics(model, rng)
     _, report = fold_batchnorm(model, return_report=True)
     text = str(report)
     assert text.startswith("3 of 4 Batch Normalization calls folded; verified")
@@ -547,7 +480,7 @@ def test_negative_tolerance_is_rejected(argument):
 def test_verification_names_the_output_that_differs(rng):
     a = single_path(lambda: L.Dense(3), (4,), False, layers.BatchNormalization)
     b = keras.models.clone_model(a)
-    randomize_batchnorm(b, rng)
+    set_statistics(b, rng)
     with pytest.raises(
         FoldVerificationError, match="max\\|difference\\|.*Received: rtol"
     ):

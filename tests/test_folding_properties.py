@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_bn.folding import fold_batchnorm
-from tests.test_folding_graph import (
+from tests.helpers.folding import (
     count_batchnorm,
-    randomize_batchnorm,
     relative_error,
+    set_statistics,
 )
 from tests.tolerances import FOLD_FLOAT32_RTOL
 
@@ -140,7 +140,7 @@ def build_functional(domain, blocks):
 
 def check_folds(model, seed):
     rng = np.random.default_rng(seed)
-    randomize_batchnorm(model, rng)
+    set_statistics(model, rng)
     x = rng.normal(size=(3, *model.inputs[0].shape[1:])).astype("float32")
     folded, report = fold_batchnorm(model, verify=False, return_report=True)
     assert count_batchnorm(folded) == 0, str(report)

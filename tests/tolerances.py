@@ -66,6 +66,10 @@ FOLD_APPLICATIONS_RTOL = 1e-4
 # where Keras' BN normalises in float32 and rounds at the end: a few float16
 # ulp (2^-11 ≈ 4.9e-4) of the output's largest value; measured ≤ 9.6e-4.
 FOLD_FLOAT16_RTOL = 4e-3
+# ChannelAffine against x·scale + shift in NumPy float64: one float32 multiply
+# and one add, each rounded once (2^-24 ≈ 6e-8 of the larger term), so at
+# most ~1.2e-7 of the largest term; 1e-6 leaves room for a fused multiply-add.
+AFFINE_FLOAT32_RTOL = 1e-6
 
 # --- command line and demo (tests/test_cli.py) -------------------------------
 # One epoch of the demo CNN on the digits (seed 0) reaches 93.9% held-out

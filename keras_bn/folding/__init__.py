@@ -4,6 +4,13 @@
   neighbouring linear layer or, where that is impossible, a `ChannelAffine`.
 - `FoldReport` / `FoldEntry`: what became of each BN, and why.
 - `keras_bn.folding.weights`: the closed-form fold formulas, NumPy float64.
+
+Inside, data flows one way: `rules` (one class per linear-layer family)
+uses `weights`; `graph` walks a model and gives every layer call a plan
+from `plans` (fold into a neighbour, replace by `ChannelAffine`, keep,
+copy); `engine` replays the graph, each plan building its own layer and
+weights; `fold` adds the report and the verification. Keras' private graph
+structure is read only through `keras_bn.keras_adapter`.
 """
 
 from keras_bn.folding.affine import ChannelAffine

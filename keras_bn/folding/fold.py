@@ -6,7 +6,11 @@ import keras
 
 from keras_bn.folding.graph import check_foldable_model, fold_graph
 from keras_bn.folding.report import FoldReport
-from keras_bn.folding.verification import compare_models, random_batch
+from keras_bn.folding.verification import (
+    check_tolerances,
+    compare_models,
+    random_batch,
+)
 
 __all__ = ["fold_batchnorm"]
 
@@ -80,11 +84,7 @@ def fold_batchnorm(
     ```
     """
     check_foldable_model(model)
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if not value >= 0:
-            raise ValueError(
-                f"`{name}` must be a non-negative number. Received: {name}={value}"
-            )
+    check_tolerances(rtol=rtol, atol=atol)
     folded, entries = fold_graph(model)
     report = FoldReport(entries=entries)
     if verify:

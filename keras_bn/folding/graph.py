@@ -1,19 +1,19 @@
-"""Walk a Keras graph, decide what happens to every BN, rebuild the graph.
+"""Walk a Keras graph and plan what happens to every Batch Normalization.
 
 `fold_graph(model)` works on the graph Keras records for Functional and
-Sequential models (`model._nodes_by_depth`: one node per layer call, with
-the tensors it reads and writes). It runs in two passes:
+Sequential models (read through `keras_bn.keras_adapter`: one `LayerCall`
+per layer call, with the tensors it reads and writes):
 
-1. Plan. For every Batch Normalization call, try `Linear -> BN` (the BN's
-   input comes from a linear layer), then `BN -> Linear` (its output goes to
-   one); the first that holds is the fold. Otherwise the BN becomes a
-   `ChannelAffine` and the reasons both directions failed are recorded.
-   What a layer supports comes from `keras_bn.folding.rules`.
-2. Rebuild. Replay the nodes in topological order on fresh `keras.Input`s
-   with fresh layers: folded BNs vanish (their output is their input), their
-   linear neighbours are rebuilt with folded weights (and a bias if they had
-   none), other layers are copied from their config and weights, nested
-   Functional/Sequential models are folded recursively.
+1. Plan (`plan_graph`). For every Batch Normalization call, try
+   `Linear -> BN` (the BN's input comes from a linear layer,
+   `match_producer`), then `BN -> Linear` (its output goes to one,
+   `match_consumer`); the first that holds is the fold. Otherwise the BN
+   becomes a `ChannelAffine` and the reasons both directions failed are
+   recorded. What a layer supports comes from `keras_bn.folding.rules`;
+   what each call becomes is a plan from `keras_bn.folding.plans`. Nested
+   Functional/Sequential models are folded recursively, once each.
+2. Rebuild (`keras_bn.folding.engine.rebuild`): replay the calls on fresh
+   inputs, each plan making its part of the new graph.
 
 The caller's layers are never called, built or assigned to, so the original
 model stays bit-for-bit the same.
@@ -25,30 +25,41 @@ import collections
 from dataclasses import dataclass
 
 import keras
-import numpy as np
-from keras import tree
 
-from keras_bn.folding import weights
-from keras_bn.folding.affine import ChannelAffine
+from keras_bn.folding.engine import rebuild
+from keras_bn.folding.plans import (
+    AbsorbBatchNorms,
+    CopyLayer,
+    FoldFormula,
+    FoldIntoNeighbour,
+    KeepBatchNorm,
+    Plan,
+    ReplaceByAffine,
+    ShareOperation,
+    UseModel,
+    describe,
+)
 from keras_bn.folding.report import AFTER, BEFORE, FoldEntry
 from keras_bn.folding.rules import LinearRule, rule_for
+from keras_bn.keras_adapter import (
+    LayerCall,
+    batchnorm_layers,
+    functional_graph,
+    is_batchnorm,
+    is_subclassed_model,
+    layer_calls,
+)
 
-__all__ = ["BATCHNORM_TYPES", "check_foldable_model", "fold_graph"]
-
-#: `keras_bn.BatchNormalization` subclasses Keras' layer, so this covers both.
-BATCHNORM_TYPES = (keras.layers.BatchNormalization,)
-
-_KEPT = "kept"
-_AFFINE = "affine"
-
-
-@dataclass
-class _Plan:
-    """What happens to one BN call."""
-
-    action: str  # AFTER, BEFORE, _AFFINE or _KEPT
-    linear_node: object = None
-    reason: str | None = None
+__all__ = [
+    "GraphView",
+    "Match",
+    "check_foldable_model",
+    "fold_graph",
+    "match_consumer",
+    "match_producer",
+    "plan_batchnorm",
+    "plan_graph",
+]
 
 
 def check_foldable_model(model) -> None:
@@ -64,329 +75,246 @@ def check_foldable_model(model) -> None:
             "`fold_batchnorm` expects a Keras model (`keras.Model`, Functional or "
             f"Sequential). Received: model={model!r} of type {type(model).__name__}"
         )
-    _functional_graph(model)
-
-
-def _functional_graph(model):
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-        if graph is None:
-            raise ValueError(
-                f"Model '{model.name}' has never been built, so it has no input "
-                "shape and no graph to fold. Give it a `keras.Input` or call "
-                f"`model.build(input_shape)` first. Received: built={model.built}"
-            )
-        return graph
-    if getattr(model, "_nodes_by_depth", None) is None:
+    if isinstance(model, keras.Sequential) and functional_graph(model) is None:
+        raise ValueError(
+            f"Model '{model.name}' has never been built, so it has no input "
+            "shape and no graph to fold. Give it a `keras.Input` or call "
+            f"`model.build(input_shape)` first. Received: built={model.built}"
+        )
+    if is_subclassed_model(model):
         raise TypeError(
             f"Model '{model.name}' ({type(model).__name__}) is a subclassed model: "
             "Keras records no layer graph for it, so BN layers and their "
             "neighbours cannot be traced. Build it with the Functional or "
             f"Sequential API to fold it. Received: model of type {type(model)}"
         )
-    return model
 
 
-def fold_graph(model: keras.Model) -> tuple[keras.Model, list[FoldEntry]]:
+def fold_graph(
+    model: keras.Model, prefix: str = "", folded_models: dict | None = None
+) -> tuple[keras.Model, list[FoldEntry]]:
     """Folds every BN in `model` into its neighbour; returns a new model.
 
     Args:
-        model: a built Functional or Sequential model.
+        model: a built Functional or Sequential model (one that passes
+            `check_foldable_model`).
+        prefix: path of `model` inside the outermost model, `"a/b/"`.
+        folded_models: `id(model) -> folded copy` for the nested models
+            folded so far, so that a model used at several call sites is
+            folded once; `None` starts a new fold.
 
     Returns:
         `(folded_model, entries)`, one `FoldEntry` per BN call, nested models
         included, in graph order.
     """
-    check_foldable_model(model)
-    return _GraphFolder(model, prefix="", nested={}).run()
-
-
-def _as_int_axes(bn, rank: int) -> list[int]:
-    axes = [bn.axis] if isinstance(bn.axis, int) else list(bn.axis)
-    return sorted(int(a) % rank for a in axes)
-
-
-def batchnorm_scale_shift_of(bn) -> tuple[np.ndarray, np.ndarray]:
-    """`(scale, shift)` in float64 of a built BN layer's inference form."""
-
-    def value(variable):
-        return np.asarray(variable.numpy(), dtype=np.float64)
-
-    return weights.batchnorm_scale_shift(
-        value(bn.moving_mean),
-        value(bn.moving_variance),
-        bn.epsilon,
-        gamma=value(bn.gamma) if bn.scale else None,
-        beta=value(bn.beta) if bn.center else None,
+    graph = functional_graph(model)
+    if graph is None:
+        check_foldable_model(model)  # raises the precise error
+    view = GraphView(graph)
+    plans, entries = plan_graph(
+        view, prefix, {} if folded_models is None else folded_models
     )
+    steps = [(call, plans[id(call)]) for call in view.calls]
+    return rebuild(model, graph, steps), entries
 
 
-def _describe(op) -> str:
-    return f"'{op.name}' ({type(op).__name__})"
+class GraphView:
+    """Who produces and who reads each tensor of one Functional graph.
+
+    Attributes:
+        calls: every `LayerCall`, in graph order.
+    """
+
+    def __init__(self, graph: keras.Model):
+        self.calls = layer_calls(graph)
+        self._producer = {id(t): c for c in self.calls for t in c.outputs}
+        self._consumers = collections.defaultdict(list)
+        for call in self.calls:
+            for tensor in call.input_tensors:
+                self._consumers[id(tensor)].append(call)
+        self._outputs = {id(t) for t in graph.outputs}
+        self._call_counts = collections.Counter(id(c.layer) for c in self.calls)
+
+    def producer(self, tensor) -> LayerCall | None:
+        """The call that writes `tensor`, `None` for a model input."""
+        return self._producer.get(id(tensor))
+
+    def consumers(self, tensor) -> list[LayerCall]:
+        """The calls that read `tensor`."""
+        return self._consumers.get(id(tensor), [])
+
+    def is_output(self, tensor) -> bool:
+        """Whether `tensor` is an output of the graph."""
+        return id(tensor) in self._outputs
+
+    def call_count(self, layer) -> int:
+        """How many times the graph calls `layer`."""
+        return self._call_counts[id(layer)]
 
 
-def _has_graph(op) -> bool:
-    if isinstance(op, keras.Sequential):
-        return getattr(op, "_functional", None) is not None
-    return isinstance(op, keras.Model) and bool(getattr(op, "_nodes_by_depth", None))
+@dataclass(frozen=True)
+class Match:
+    """A linear neighbour a BN can fold into, and the formula that does it."""
+
+    call: LayerCall
+    rule: LinearRule
+    formula: FoldFormula
 
 
-class _GraphFolder:
-    """Plans and rebuilds one Functional graph; recurses into nested models."""
+def plan_graph(
+    view: GraphView, prefix: str, folded_models: dict
+) -> tuple[dict[int, Plan], list[FoldEntry]]:
+    """A plan for every call of `view`, and the report entries.
 
-    def __init__(self, model, prefix: str, nested: dict):
-        self.model = model
-        self.graph = _functional_graph(model)
-        self.prefix = prefix
-        # id(original nested model) -> folded copy, shared by the whole fold
-        # so a model used at several call sites is folded once.
-        self.nested = nested
-        self.nodes = [
-            node
-            for depth in sorted(self.graph._nodes_by_depth, reverse=True)
-            for node in self.graph._nodes_by_depth[depth]
-            if not node.is_input
-        ]
-        self.producer = {id(t): n for n in self.nodes for t in n.outputs}
-        self.consumers = collections.defaultdict(list)
-        for node in self.nodes:
-            for tensor in node.input_tensors:
-                self.consumers[id(tensor)].append(node)
-        self.model_outputs = {id(t) for t in self.graph.outputs}
-        self.calls = collections.Counter(id(n.operation) for n in self.nodes)
-        self.entries: list[FoldEntry] = []
-        self.plans: dict[int, _Plan] = {}
-        # id(linear node) -> {AFTER: bn node, BEFORE: bn node}
-        self.linear_folds: dict[int, dict[str, object]] = {}
+    Returns:
+        `(plans, entries)`: `id(call) -> Plan`, and the `FoldEntry` of every
+        BN call (nested models' inlined where they are first called), then
+        those of BNs inside subclassed layers, which are kept.
+    """
+    plans: dict[int, Plan] = {}
+    entries: list[FoldEntry] = []
+    for call in view.calls:
+        if is_batchnorm(call.layer):
+            plans[id(call)] = plan = plan_batchnorm(view, call, prefix)
+            entries.append(plan.entry)
+        elif functional_graph(call.layer) is not None:
+            folded = _fold_nested(call.layer, prefix, folded_models, entries)
+            plans[id(call)] = UseModel(call.layer, folded)
+    absorbed = collections.defaultdict(list)
+    for plan in plans.values():
+        if isinstance(plan, FoldIntoNeighbour):
+            absorbed[id(plan.neighbour)].append(plan)
+    copied = set()
+    for call in view.calls:
+        if id(call) in plans:
+            continue
+        if id(call) in absorbed:
+            rule = rule_for(call.layer)
+            plans[id(call)] = AbsorbBatchNorms(call.layer, rule, absorbed[id(call)])
+        elif not isinstance(call.layer, keras.layers.Layer):
+            plans[id(call)] = ShareOperation(call.layer)
+        else:
+            plans[id(call)] = CopyLayer(call.layer)
+            if id(call.layer) not in copied:
+                copied.add(id(call.layer))
+                entries.extend(_untraceable_entries(call.layer, prefix))
+    return plans, entries
 
-    # -- pass 1: plan ----------------------------------------------------------
 
-    def run(self) -> tuple[keras.Model, list[FoldEntry]]:
-        for node in self.nodes:
-            if isinstance(node.operation, BATCHNORM_TYPES):
-                self._plan(node)
-            elif _has_graph(node.operation):
-                self._fold_nested(node.operation)
-        return self._rebuild(), self.entries
-
-    def _fold_nested(self, model) -> None:
-        if id(model) not in self.nested:
-            folder = _GraphFolder(model, f"{self.prefix}{model.name}/", self.nested)
-            self.nested[id(model)], entries = folder.run()
-            self.entries.extend(entries)
-
-    def _plan(self, bn_node) -> None:
-        bn = bn_node.operation
-        path = self.prefix + bn.name
-        if bn_node.arguments.kwargs.get("training") is True:
-            reason = (
-                "called with training=True, so it always uses batch statistics; kept"
-            )
-            self.plans[id(bn_node)] = _Plan(_KEPT, reason=reason)
-            self.entries.append(FoldEntry(path, False, reason=reason))
-            return
-        reasons = []
-        for direction, find in ((AFTER, self._after), (BEFORE, self._before)):
-            # Each direction requires the BN to be the linear layer's only
-            # neighbour on that side, so no layer is claimed twice per side.
-            linear_node, reason = find(bn_node)
-            if linear_node is None:
-                reasons.append(f"{direction}: {reason}")
-                continue
-            self.linear_folds.setdefault(id(linear_node), {})[direction] = bn_node
-            self.plans[id(bn_node)] = _Plan(direction, linear_node)
-            into = self.prefix + linear_node.operation.name
-            self.entries.append(FoldEntry(path, True, into=into, direction=direction))
-            return
-        reason = "; ".join(reasons) + " -> replaced by ChannelAffine"
-        self.plans[id(bn_node)] = _Plan(_AFFINE, reason=reason)
-        self.entries.append(FoldEntry(path, False, reason=reason))
-
-    def _bn_axis(self, bn_node) -> tuple[int | None, str | None]:
-        x = bn_node.arguments.args[0]
-        axes = _as_int_axes(bn_node.operation, len(x.shape))
-        if len(axes) != 1:
-            return None, f"the BN normalizes over several axes {axes}"
-        return axes[0], None
-
-    def _linear_reason(self, node, rule: LinearRule | None) -> str | None:
-        op = node.operation
-        if rule is None:
-            if _has_graph(op):
-                return f"its neighbour is the nested model {_describe(op)}"
-            return f"its neighbour {_describe(op)} is not a linear layer"
-        reason = rule.unfoldable_reason(op)
-        if reason is None and self.calls[id(op)] > 1:
-            reason = (
-                f"'{op.name}' is shared (called {self.calls[id(op)]} times), so "
-                "folding into it would change its other calls"
-            )
-        return reason
-
-    def _after(self, bn_node):
-        """`(linear_node, None)` if the BN folds into its producer, else a reason."""
-        x = bn_node.arguments.args[0]
-        node = self.producer.get(id(x))
-        if node is None:
-            return None, "its input is a model input"
-        rule = rule_for(node.operation)
-        reason = self._linear_reason(node, rule)
-        if reason:
-            return None, reason
-        uses = len(self.consumers[id(x)]) + (id(x) in self.model_outputs)
-        if uses != 1:
-            return None, (
-                f"the output of '{node.operation.name}' is used {uses} times, "
-                "not only by the BN"
-            )
-        return self._check_axis(bn_node, node, rule, len(x.shape))
-
-    def _before(self, bn_node):
-        """`(linear_node, None)` if the BN folds into its consumer, else a reason."""
-        y = bn_node.outputs[0]
-        consumers = self.consumers[id(y)]
-        if id(y) in self.model_outputs:
-            return None, "its output is a model output"
-        if len(consumers) != 1:
-            return None, f"its output feeds {len(consumers)} layers, not one"
-        node = consumers[0]
-        rule = rule_for(node.operation)
-        reason = self._linear_reason(node, rule)
-        if reason:
-            return None, reason
-        args = node.arguments.args
-        if not args or args[0] is not y or len(node.input_tensors) != 1:
-            return None, f"'{node.operation.name}' takes more than the BN output"
-        reason = rule.before_reason(node.operation)
-        if reason:
-            return None, reason
-        return self._check_axis(bn_node, node, rule, len(y.shape))
-
-    def _check_axis(self, bn_node, linear_node, rule, rank):
-        axis, reason = self._bn_axis(bn_node)
-        if reason:
-            return None, reason
-        channel_axis = rule.channel_axis(linear_node.operation, rank)
-        if axis != channel_axis:
-            return None, (
-                f"the BN axis {axis} is not the channel axis {channel_axis} of "
-                f"'{linear_node.operation.name}'"
-            )
-        reason = rule.bias_reason(linear_node.operation, linear_node.outputs[0].shape)
-        if reason:
-            return None, reason
-        return linear_node, None
-
-    # -- pass 2: rebuild -------------------------------------------------------
-
-    def _rebuild(self) -> keras.Model:
-        tensors = {}
-        for x in self.graph.inputs:
-            tensors[id(x)] = keras.Input(
-                batch_shape=x.shape,
-                dtype=x.dtype,
-                sparse=x.sparse,
-                ragged=x.ragged,
-                name=x._keras_history.operation.name,
-            )
-        new_ops: dict[int, object] = {}
-        sequence = []
-        for node in self.nodes:
-            plan = self.plans.get(id(node))
-            if plan is not None and plan.action in (AFTER, BEFORE):
-                tensors[id(node.outputs[0])] = tensors[id(node.arguments.args[0])]
-                continue
-            op = node.operation
-            first_call = id(op) not in new_ops
-            if first_call:
-                new_ops[id(op)] = self._new_operation(node, plan)
-            new_op = new_ops[id(op)]
-            if plan is not None and plan.action == _AFFINE:
-                args, kwargs = (tensors[id(node.arguments.args[0])],), {}
-            else:
-                args, kwargs = node.arguments.fill_in(tensors)
-            outputs = new_op(*args, **kwargs)
-            if first_call:
-                self._load_weights(node, plan, new_op)
-            sequence.append(new_op)
-            for x, y in zip(node.outputs, tree.flatten(outputs), strict=True):
-                tensors[id(x)] = y
-
-        def new(x):
-            return tensors[id(x)]
-
-        if isinstance(self.model, keras.Sequential):
-            (x,) = self.graph.inputs
-            return keras.Sequential([new(x), *sequence], name=self.model.name)
-        return keras.Model(
-            inputs=tree.map_structure(new, self.graph._inputs_struct),
-            outputs=tree.map_structure(new, self.graph._outputs_struct),
-            name=self.model.name,
+def _fold_nested(model, prefix, folded_models, entries) -> keras.Model:
+    if id(model) not in folded_models:
+        folded, nested_entries = fold_graph(
+            model, f"{prefix}{model.name}/", folded_models
         )
+        folded_models[id(model)] = folded
+        entries.extend(nested_entries)
+    return folded_models[id(model)]
 
-    def _new_operation(self, node, plan):
-        op = node.operation
-        if plan is not None and plan.action == _AFFINE:
-            return ChannelAffine(axis=op.axis, name=op.name, dtype=op.dtype_policy)
-        if id(node) in self.linear_folds:
-            config = op.get_config()
-            config["use_bias"] = True
-            return self._from_config(op, config)
-        if _has_graph(op):
-            return self.nested[id(op)]
-        if not isinstance(op, keras.layers.Layer):
-            # Stateless operations (`keras.ops` calls in a Functional graph)
-            # hold no weights; Keras' own clone_model shares them too.
-            return op
-        self._record_untraceable(op)
-        return self._from_config(op, op.get_config())
 
-    def _record_untraceable(self, op) -> None:
-        inner = [
-            layer
-            for layer in op._flatten_layers(include_self=False)
-            if isinstance(layer, BATCHNORM_TYPES)
-        ]
-        for bn in inner:
-            self.entries.append(
-                FoldEntry(
-                    f"{self.prefix}{op.name}/{bn.name}",
-                    False,
-                    reason=(
-                        f"inside {_describe(op)}, a subclassed layer whose graph "
-                        "cannot be traced; kept"
-                    ),
-                )
-            )
+def _untraceable_entries(layer, prefix: str) -> list[FoldEntry]:
+    reason = (
+        f"inside {describe(layer)}, a subclassed layer whose graph cannot be "
+        "traced; kept"
+    )
+    return [
+        FoldEntry(f"{prefix}{layer.name}/{bn.name}", False, reason=reason)
+        for bn in batchnorm_layers(layer)
+    ]
 
-    @staticmethod
-    def _from_config(op, config):
-        try:
-            return op.__class__.from_config(config)
-        except Exception as error:
-            raise TypeError(
-                f"Layer {_describe(op)} cannot be rebuilt from its config, which "
-                "folding needs to copy the model without touching it. Give the "
-                "class a `get_config` that lists its constructor arguments. "
-                f"Received: {type(error).__name__}: {error}"
-            ) from error
 
-    def _load_weights(self, node, plan, new_op) -> None:
-        op = node.operation
-        if plan is not None and plan.action == _AFFINE:
-            scale, shift = batchnorm_scale_shift_of(op)
-            dtype = new_op.scale.dtype
-            new_op.set_weights([scale.astype(dtype), shift.astype(dtype)])
-        elif id(node) in self.linear_folds:
-            rule = rule_for(op)
-            params = rule.read(op)
-            folds = self.linear_folds[id(node)]
-            if BEFORE in folds:
-                scale, shift = batchnorm_scale_shift_of(folds[BEFORE].operation)
-                params = rule.fold_before(op, params, scale, shift)
-            if AFTER in folds:
-                scale, shift = batchnorm_scale_shift_of(folds[AFTER].operation)
-                params = rule.fold_after(op, params, scale, shift)
-            rule.write(new_op, params)
-        elif not _has_graph(op) and isinstance(op, keras.layers.Layer):
-            new_op.set_weights(op.get_weights())
+def plan_batchnorm(view: GraphView, call: LayerCall, prefix: str) -> Plan:
+    """The plan for one BN call: fold it, replace it by an affine layer, or keep it.
+
+    Each direction requires the BN to be the linear layer's only neighbour
+    on that side, so no layer is claimed twice per side.
+    """
+    bn = call.layer
+    path = prefix + bn.name
+    if call.kwargs.get("training") is True:
+        reason = "called with training=True, so it always uses batch statistics; kept"
+        return KeepBatchNorm(bn, path, reason)
+    reasons = []
+    for direction, match in ((AFTER, match_producer), (BEFORE, match_consumer)):
+        found = match(view, call)
+        if isinstance(found, str):
+            reasons.append(f"{direction}: {found}")
+            continue
+        return FoldIntoNeighbour(
+            bn,
+            path,
+            direction=direction,
+            neighbour=found.call,
+            into=prefix + found.call.layer.name,
+            formula=found.formula,
+        )
+    reason = "; ".join(reasons) + " -> replaced by ChannelAffine"
+    return ReplaceByAffine(bn, path, reason)
+
+
+def match_producer(view: GraphView, bn_call: LayerCall) -> Match | str:
+    """The linear call the BN can fold into as `Linear -> BN`, or why not."""
+    x = bn_call.args[0]
+    call = view.producer(x)
+    if call is None:
+        return "its input is a model input"
+    rule = rule_for(call.layer)
+    reason = _linear_reason(view, call, rule)
+    if reason:
+        return reason
+    uses = len(view.consumers(x)) + view.is_output(x)
+    if uses != 1:
+        return f"the output of '{call.layer.name}' is used {uses} times, not only by the BN"
+    return _match_axis(bn_call, Match(call, rule, rule.fold_after), len(x.shape))
+
+
+def match_consumer(view: GraphView, bn_call: LayerCall) -> Match | str:
+    """The linear call the BN can fold into as `BN -> Linear`, or why not."""
+    y = bn_call.outputs[0]
+    consumers = view.consumers(y)
+    if view.is_output(y):
+        return "its output is a model output"
+    if len(consumers) != 1:
+        return f"its output feeds {len(consumers)} layers, not one"
+    (call,) = consumers
+    rule = rule_for(call.layer)
+    reason = _linear_reason(view, call, rule)
+    if reason:
+        return reason
+    if not call.args or call.args[0] is not y or len(call.input_tensors) != 1:
+        return f"'{call.layer.name}' takes more than the BN output"
+    reason = rule.before_reason(call.layer)
+    if reason:
+        return reason
+    return _match_axis(bn_call, Match(call, rule, rule.fold_before), len(y.shape))
+
+
+def _linear_reason(view: GraphView, call: LayerCall, rule: LinearRule | None):
+    layer = call.layer
+    if rule is None:
+        if functional_graph(layer) is not None:
+            return f"its neighbour is the nested model {describe(layer)}"
+        return f"its neighbour {describe(layer)} is not a linear layer"
+    reason = rule.unfoldable_reason(layer)
+    count = view.call_count(layer)
+    if reason is None and count > 1:
+        reason = (
+            f"'{layer.name}' is shared (called {count} times), so folding into it "
+            "would change its other calls"
+        )
+    return reason
+
+
+def _match_axis(bn_call: LayerCall, match: Match, rank: int) -> Match | str:
+    bn = bn_call.layer
+    axes = [bn.axis] if isinstance(bn.axis, int) else list(bn.axis)
+    axes = sorted(int(a) % rank for a in axes)
+    if len(axes) != 1:
+        return f"the BN normalizes over several axes {axes}"
+    layer = match.call.layer
+    channel_axis = match.rule.channel_axis(layer, rank)
+    if axes[0] != channel_axis:
+        return (
+            f"the BN axis {axes[0]} is not the channel axis {channel_axis} of "
+            f"'{layer.name}'"
+        )
+    return match.rule.bias_reason(layer, match.call.outputs[0].shape) or match

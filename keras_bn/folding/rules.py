@@ -17,7 +17,7 @@ new linear layer is supported by adding one class to `RULES`.
 
 from __future__ import annotations
 
-import abc
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -27,7 +27,7 @@ from keras_bn.folding import weights
 __all__ = ["RULES", "LinearRule", "rule_for"]
 
 
-class LinearRule(abc.ABC):
+class LinearRule:
     """Base rule: a layer `y = W x + b` with weights `[kernel, bias?]`."""
 
     layer_types: tuple[type, ...] = ()
@@ -106,35 +106,36 @@ class LinearRule(abc.ABC):
     def write(self, layer, params: dict[str, np.ndarray]) -> None:
         layer.set_weights([params[name] for name in self.weight_names])
 
-    @abc.abstractmethod
+    # The `weights` formulas of a `(kernel, bias)` layer; a family whose
+    # weights differ overrides `fold_after` / `fold_before` instead.
+    after_formula: Callable | None = None
+    before_formula: Callable | None = None
+
     def fold_after(self, layer, params, scale, shift) -> dict[str, np.ndarray]:
         """Weights of `layer` followed by the BN `x * scale + shift`."""
+        kernel, bias = self.after_formula(
+            params["kernel"], params["bias"], scale, shift
+        )
+        return {"kernel": kernel, "bias": bias}
 
-    @abc.abstractmethod
     def fold_before(self, layer, params, scale, shift) -> dict[str, np.ndarray]:
         """Weights of the BN `x * scale + shift` followed by `layer`."""
+        kernel, bias = self.before_formula(
+            scale, shift, params["kernel"], params["bias"]
+        )
+        return {"kernel": kernel, "bias": bias}
 
 
 class DenseRule(LinearRule):
     layer_types = (keras.layers.Dense,)
+    after_formula = staticmethod(weights.fold_bn_after_dense)
+    before_formula = staticmethod(weights.fold_bn_before_dense)
 
     def channel_axis(self, layer, rank):
         return rank - 1
 
     def before_reason(self, layer):
         return None
-
-    def fold_after(self, layer, params, scale, shift):
-        kernel, bias = weights.fold_bn_after_dense(
-            params["kernel"], params["bias"], scale, shift
-        )
-        return {"kernel": kernel, "bias": bias}
-
-    def fold_before(self, layer, params, scale, shift):
-        kernel, bias = weights.fold_bn_before_dense(
-            scale, shift, params["kernel"], params["bias"]
-        )
-        return {"kernel": kernel, "bias": bias}
 
 
 class ConvTransposeRule(LinearRule):
@@ -143,6 +144,7 @@ class ConvTransposeRule(LinearRule):
         keras.layers.Conv2DTranspose,
         keras.layers.Conv3DTranspose,
     )
+    after_formula = staticmethod(weights.fold_bn_after_conv_transpose)
 
     def before_reason(self, layer):
         return (
@@ -151,30 +153,14 @@ class ConvTransposeRule(LinearRule):
             "become one bias per channel"
         )
 
-    def fold_after(self, layer, params, scale, shift):
-        kernel, bias = weights.fold_bn_after_conv_transpose(
-            params["kernel"], params["bias"], scale, shift
-        )
-        return {"kernel": kernel, "bias": bias}
-
     def fold_before(self, layer, params, scale, shift):
         raise ValueError(self.before_reason(layer))
 
 
 class DepthwiseConvRule(LinearRule):
     layer_types = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-
-    def fold_after(self, layer, params, scale, shift):
-        kernel, bias = weights.fold_bn_after_depthwise_conv(
-            params["kernel"], params["bias"], scale, shift
-        )
-        return {"kernel": kernel, "bias": bias}
-
-    def fold_before(self, layer, params, scale, shift):
-        kernel, bias = weights.fold_bn_before_depthwise_conv(
-            scale, shift, params["kernel"], params["bias"]
-        )
-        return {"kernel": kernel, "bias": bias}
+    after_formula = staticmethod(weights.fold_bn_after_depthwise_conv)
+    before_formula = staticmethod(weights.fold_bn_before_depthwise_conv)
 
 
 class SeparableConvRule(LinearRule):
@@ -204,14 +190,10 @@ class SeparableConvRule(LinearRule):
 
 class ConvRule(LinearRule):
     layer_types = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-
-    def fold_after(self, layer, params, scale, shift):
-        kernel, bias = weights.fold_bn_after_conv(
-            params["kernel"], params["bias"], scale, shift
-        )
-        return {"kernel": kernel, "bias": bias}
+    after_formula = staticmethod(weights.fold_bn_after_conv)
 
     def fold_before(self, layer, params, scale, shift):
+        # `groups` decides which input channels meet which kernel rows.
         kernel, bias = weights.fold_bn_before_conv(
             scale, shift, params["kernel"], params["bias"], groups=layer.groups
         )

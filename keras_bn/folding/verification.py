@@ -6,7 +6,14 @@ import keras
 import numpy as np
 from keras import tree
 
-__all__ = ["FoldVerificationError", "compare_models", "random_batch"]
+from keras_bn.keras_adapter import input_structure
+
+__all__ = [
+    "FoldVerificationError",
+    "check_tolerances",
+    "compare_models",
+    "random_batch",
+]
 
 # A batch of two catches a fold that mixes examples, and stays cheap.
 _BATCH = 2
@@ -17,6 +24,19 @@ _UNKNOWN_LENGTH = 32
 
 class FoldVerificationError(ValueError):
     """The folded model's outputs differ from the original's beyond tolerance."""
+
+
+def check_tolerances(*, rtol: float, atol: float) -> None:
+    """Raises unless both tolerances are non-negative numbers.
+
+    Raises:
+        ValueError: `rtol` or `atol` is negative (or NaN), quoting it.
+    """
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not value >= 0:
+            raise ValueError(
+                f"`{name}` must be a non-negative number. Received: {name}={value}"
+            )
 
 
 def random_batch(model: keras.Model, seed: int = 0):
@@ -40,10 +60,7 @@ def random_batch(model: keras.Model, seed: int = 0):
             return rng.integers(0, 2, size=shape).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)
 
-    structure = getattr(model, "_inputs_struct", None)
-    if structure is None:
-        structure = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return tree.map_structure(make, structure)
+    return tree.map_structure(make, input_structure(model))
 
 
 def compare_models(

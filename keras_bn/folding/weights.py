@@ -19,7 +19,7 @@ map into its own kernel and bias:
 
 Every function computes in float64 and returns arrays of the kernel's dtype,
 so a float32 model loses one rounding per weight and nothing more. Nothing
-here knows about Keras; `keras_bn.folding.graph` decides where each formula
+here knows about Keras; `keras_bn.folding.rules` decides where each formula
 applies.
 
 Kernel layouts are Keras': Dense `(in, out)`; convolutions
