@@ -48,3 +48,16 @@ def is_batchnorm(layer: keras.layers.Layer) -> bool:
 def batchnorm_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
     """Every BatchNormalization layer inside `model` (see `iter_layers`)."""
     return [layer for layer in iter_layers(model) if is_batchnorm(layer)]
+
+
+def is_graph_model(layer: keras.layers.Layer) -> bool:
+    """True for a Sequential or Functional model: one whose graph Keras can rebuild.
+
+    `keras.models.clone_model` rebuilds exactly these (and recurses into
+    them); a subclassed model or layer is opaque to it.
+    """
+    # Keras 3.15 exposes no public Functional class
+    # (`keras.src.models.functional.Functional`).
+    from keras.src.models.functional import Functional
+
+    return isinstance(layer, (keras.Sequential, Functional))
