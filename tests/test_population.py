@@ -321,7 +321,7 @@ def test_a_model_without_batchnorm_is_refused():
 def test_progress_bar_follows_verbose(capsys):
     keras_bn.population_statistics(sequential_model(), images(32), verbose=0)
     assert capsys.readouterr().out == ""
-    keras_bn.population_statistics(sequential_model(), images(32), verbose="auto")
+    keras_bn.population_statistics(sequential_model(), images(64), verbose="auto")
     assert "2/2" in capsys.readouterr().out
 
 

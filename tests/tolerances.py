@@ -85,5 +85,10 @@ POPULATION_RTOL = 1e-5
 # keras.applications.ResNet50V2 converted to keras_bn.BatchNormalization vs the
 # original, inference mode, relative to max|output|: the two layers evaluate
 # the same inference formula in float32 in a different order (ours centres
-# first), one rounding apart per BN over 50 BNs. The issue asks for ≤ 1e-6.
+# first), one rounding apart per BN over 49 BNs (measured 6.3e-7). The issue asks for ≤ 1e-6.
 CONVERSION_INFERENCE_RTOL = 1e-6
+# ResNet50V2 in training mode at batch 4 / 64×64 (2×2 maps in the last stage)
+# is so badly conditioned that any float32 gradient is ~1e-2 from the float64
+# one (measured: Keras' autodiff 1.3e-2, ours 1.1e-2). The test asks that ours
+# be no further from Keras' float64 gradient than Keras' own float32 one.
+CONVERSION_GRADIENT_ERROR_RATIO = 1.0
