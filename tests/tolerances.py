@@ -80,7 +80,8 @@ DEMO_MIN_ACCURACY_ONE_EPOCH = 0.8
 # reduction over m ≤ a few thousand values, relative error ~ log2(m)·2^-24
 # ≈ 1e-6), the activations feeding later BNs carry float32 rounding, and the
 # host sums in float64. Mean errors are measured in units of the channel's σ.
-# The issue asks for ≤ 1e-5 relative; measured ≤ 2e-7.
+# The issue asks for ≤ 1e-5 relative; measured 1.5e-7 (mean) and 1.2e-7
+# (variance) on the Sequential test model.
 POPULATION_RTOL = 1e-5
 # keras.applications.ResNet50V2 converted to keras_bn.BatchNormalization vs the
 # original, inference mode, relative to max|output|: the two layers evaluate
