@@ -516,6 +516,18 @@ def _assign(layers, report: PopulationReport) -> None:
         raise
 
 
+def _layer_entry(layer, mean, variance, count) -> LayerPopulation:
+    return LayerPopulation(
+        name=layer.name,
+        count=count,
+        mean=mean,
+        variance=variance,
+        moving_mean=np.asarray(layer.moving_mean, np.float64),
+        moving_variance=np.asarray(layer.moving_variance, np.float64),
+        epsilon=float(layer.epsilon),
+    )
+
+
 def population_statistics(
     model: keras.Model,
     data: Any,
@@ -590,20 +602,10 @@ def population_statistics(
             f"Every batch of `data` held NaN or Inf ({skipped} of {skipped} skipped), "
             f"so model '{model.name}' was not changed."
         )
-    entries = []
-    for index, layer in enumerate(layers):
-        mean, variance = accumulator.estimate(index)
-        entries.append(
-            LayerPopulation(
-                name=layer.name,
-                count=accumulator.count[index],
-                mean=mean,
-                variance=variance,
-                moving_mean=np.asarray(layer.moving_mean, np.float64),
-                moving_variance=np.asarray(layer.moving_variance, np.float64),
-                epsilon=float(layer.epsilon),
-            )
-        )
+    entries = [
+        _layer_entry(layer, *accumulator.estimate(i), accumulator.count[i])
+        for i, layer in enumerate(layers)
+    ]
     report = PopulationReport(entries, used, skipped, unbiased, apply)
     if apply:
         _assign(layers, report)
