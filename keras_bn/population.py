@@ -380,7 +380,12 @@ class _Recorder:
             model(x, training=False)
             return tf.reduce_all(tf.stack([tf.constant(True), *finite])), self.records
 
-        return tf.function(step, reduce_retracing=True)
+        return step
+
+
+def _open_batch_spec(array) -> tf.TensorSpec:
+    array = tf.convert_to_tensor(array)
+    return tf.TensorSpec((None, *array.shape[1:]), array.dtype)
 
 
 class _Accumulator:
@@ -474,11 +479,16 @@ def _collect(model, layers, batches: _Batches, unbiased, progbar) -> tuple:
     accumulator = _Accumulator(layers, unbiased)
     used = skipped = 0
     recorder = _Recorder(layers, unbiased)
-    step = recorder.step_function(model)
+    step = None
     with recorder.installed():
         for x in batches:
-            if used + skipped == 0:
+            if step is None:
                 _check_batch(model, x)
+                # One trace for every batch size: the batch axis is left open.
+                step = tf.function(
+                    recorder.step_function(model),
+                    input_signature=[tf.nest.map_structure(_open_batch_spec, x)],
+                )
             input_finite, records = step(x)
             records = [
                 [tuple(np.asarray(t) for t in call) for call in calls]
