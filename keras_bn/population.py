@@ -482,8 +482,8 @@ def _collect(model, layers, batches: _Batches, unbiased, progbar) -> tuple:
     step = None
     with recorder.installed():
         for x in batches:
+            _check_batch(model, x)
             if step is None:
-                _check_batch(model, x)
                 # One trace for every batch size: the batch axis is left open.
                 step = tf.function(
                     recorder.step_function(model),

@@ -301,6 +301,7 @@ def test_a_failure_midway_leaves_the_model_unchanged():
         (images(4), {"steps": 0}, ValueError, "steps=0"),
         (images(4), {"batch_size": -1}, ValueError, "batch_size=-1"),
         (iter([images(4)]), {"batch_size": 4}, ValueError, "array data only"),
+        ([images(4), images(4)[:, :5]], {}, ValueError, r"\[\(4, 5, 6, 3\)\]"),
         (images(4), {"verbose": 3}, ValueError, "verbose=3"),
         (images(4), {"unbiased": "yes"}, TypeError, "unbiased='yes'"),
         (42, {}, TypeError, "type int"),
