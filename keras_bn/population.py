@@ -482,6 +482,8 @@ def _collect(model, layers, batches: _Batches, unbiased, progbar) -> tuple:
     step = None
     with recorder.installed():
         for x in batches:
+            if not all(np.shape(leaf)[0] for leaf in tf.nest.flatten(x)):
+                continue  # an empty batch holds nothing (and breaks reshapes)
             _check_batch(model, x)
             if step is None:
                 # One trace for every batch size: the batch axis is left open.
@@ -588,8 +590,8 @@ def population_statistics(
     Raises:
         TypeError: `model` is not a Keras model, or `data` is not batches.
         ValueError: the model has no BN layer or is not built, `data` is empty
-            or its batches do not fit the model, an argument is out of range,
-            or every batch held NaN/Inf.
+            (or no value reaches a BN) or its batches do not fit the model, an
+            argument is out of range, or every batch held NaN/Inf.
 
     Example:
 
@@ -611,6 +613,12 @@ def population_statistics(
         raise ValueError(
             f"Every batch of `data` held NaN or Inf ({skipped} of {skipped} skipped), "
             f"so model '{model.name}' was not changed."
+        )
+    if not any(accumulator.count):
+        raise ValueError(
+            f"No value reached a BN layer of model '{model.name}' (empty batches, or "
+            f"masks that hide everything), so it was not changed. Received: {used} "
+            "batches"
         )
     entries = [
         _layer_entry(layer, *accumulator.estimate(i), accumulator.count[i])

@@ -167,6 +167,10 @@ def test_masked_values_do_not_count():
     report = keras_bn.population_statistics(model, tokens, batch_size=8, verbose=0)
     assert_matches(report, reference, POPULATION_RTOL)
     assert [layer.count for layer in report.layers] == [np.count_nonzero(tokens)] * 2
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="No value reached a BN"):
+        keras_bn.population_statistics(model, np.zeros_like(tokens), verbose=0)
+    assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize("unbiased", [True, False])
@@ -296,6 +300,7 @@ def test_a_failure_midway_leaves_the_model_unchanged():
     [
         (np.zeros((0, 6, 6, 3), "float32"), {}, ValueError, "at least one example"),
         (iter([]), {}, ValueError, "gave no batches"),
+        (iter([images(0)]), {}, ValueError, "gave no batches"),
         (np.zeros((4, 6, 6), "float32"), {}, ValueError, r"\(None, 6, 6, 3\)"),
         (np.zeros((4, 5, 6, 3), "float32"), {}, ValueError, r"\[\(4, 5, 6, 3\)\]"),
         (images(4), {"steps": 0}, ValueError, "steps=0"),
