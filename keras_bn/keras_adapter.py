@@ -188,3 +188,12 @@ def input_like(tensor) -> keras.KerasTensor:
         ragged=tensor.ragged,
         name=tensor._keras_history.operation.name,
     )
+
+
+def is_graph_model(layer: keras.layers.Layer) -> bool:
+    """True for a Sequential or Functional model: one whose graph Keras can rebuild.
+
+    `keras.models.clone_model` rebuilds exactly these (and recurses into
+    them); a subclassed model or layer is opaque to it.
+    """
+    return isinstance(layer, keras.Model) and not is_subclassed_model(layer)
