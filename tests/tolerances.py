@@ -93,7 +93,9 @@ POPULATION_RTOL = 1e-5
 # first), one rounding apart per BN over 49 BNs (measured 6.3e-7). The issue asks for ≤ 1e-6.
 CONVERSION_INFERENCE_RTOL = 1e-6
 # ResNet50V2 in training mode at batch 4 / 64×64 (2×2 maps in the last stage)
-# is so badly conditioned that any float32 gradient is ~1e-2 from the float64
-# one (measured: Keras' autodiff 1.3e-2, ours 1.1e-2). The test asks that ours
-# be no further from Keras' float64 gradient than Keras' own float32 one.
-CONVERSION_GRADIENT_ERROR_RATIO = 1.0
+# amplifies rounding by ~2e5: float32 gradients (Keras' autodiff or ours) are
+# ~1e-2 from the float64 one. In float64 that amplification leaves ~2e-11
+# (2e5 × 1.1e-16); the converted model's analytic gradient against Keras'
+# float64 autodiff gradient is held to 1e-8, well above that and far below any
+# formula error.
+CONVERSION_GRADIENT_FLOAT64_RTOL = 1e-8
