@@ -143,3 +143,35 @@ def test_int8_io_file_is_quantized_and_dequantized(tmp_path):
     # and the error would be of the order of the codes themselves (~100).
     assert report.max_rel_error < 0.1
     assert os.path.getsize(path) > 0
+
+
+def test_check_parity_judges_by_the_tolerance_it_is_given(model, foreign_onnx):
+    from keras_bn.export import parity_tolerance
+
+    x = pattern_inputs(model, batch=2)
+    unjudged = check_parity(model, foreign_onnx, inputs=x)
+    assert unjudged.tolerance is None and unjudged.passed is None
+    judged = check_parity(model, foreign_onnx, inputs=x, tolerance="error_model")
+    assert judged.tolerance == parity_tolerance(model)
+    assert judged.passed is True
+    strict = check_parity(model, foreign_onnx, inputs=x, tolerance=0.0)
+    assert strict.passed is (strict.max_rel_error == 0.0)
+    loose = check_parity(
+        model, foreign_onnx, inputs=x, tolerance="error_model", quantize="int8"
+    )
+    assert loose.tolerance == parity_tolerance(model, "int8")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"tolerance": "tight"}, TypeError),
+        ({"tolerance": -1.0}, ValueError),
+        ({"quantize": "int4"}, ValueError),
+    ],
+)
+def test_check_parity_rejects_a_bad_tolerance_or_quantize(
+    model, foreign_onnx, kwargs, error
+):
+    with pytest.raises(error):
+        check_parity(model, foreign_onnx, **kwargs)

@@ -47,10 +47,11 @@ class VersionAction(argparse.Action):
 
         import keras_bn
 
-        parser.exit(
-            message=f"keras-bn {keras_bn.__version__} (keras {keras.__version__}, "
-            f"tensorflow {tf.__version__})\n"
+        print(
+            f"keras-bn {keras_bn.__version__} (keras {keras.__version__}, "
+            f"tensorflow {tf.__version__})"
         )
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:

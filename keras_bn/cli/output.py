@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 
 def jsonable(value):
     """`value` with reports, dataclasses, NumPy scalars and paths made JSON-ready.
@@ -21,8 +23,10 @@ def jsonable(value):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if hasattr(value, "item") and hasattr(value, "dtype"):  # NumPy scalars
+    if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, Path):
         return str(value)
     return value
