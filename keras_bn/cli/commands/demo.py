@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn import demo
+    from keras_bn.export.report import fold_report_to_dict
 
     epochs = demo.DEFAULT_EPOCHS if args.epochs is None else args.epochs
     out = Path(demo.DEFAULT_OUT if args.out is None else args.out)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 "dataset": result.dataset,
                 "rows": result.rows,
                 "history": result.history,
-                "fold_report": result.fold_report,
+                "fold_report": fold_report_to_dict(result.fold_report),
                 "out": str(out.resolve()),
             }
         )

@@ -51,6 +51,7 @@ def output_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from keras_bn.export.report import fold_report_to_dict
     from keras_bn.folding import fold_batchnorm
 
     output = output_path(args)  # a bad -o fails before the model is loaded
@@ -69,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
         progress("save")
         folded.save(output)
     if args.json:
-        print_json({"status": "ok", "output": str(output), "fold_report": report})
+        print_json(
+            {
+                "status": "ok",
+                "output": str(output),
+                "fold_report": fold_report_to_dict(report),
+            }
+        )
     else:
         print(report)
         print(f"wrote {output} ({size_text(output.stat().st_size)})")
