@@ -23,7 +23,12 @@ from keras_bn.export.op_counts import (
 from keras_bn.export.parity import check_parity
 from keras_bn.export.prepare import as_inputs, input_spec
 from keras_bn.export.reference_models import without_batchnorm
-from keras_bn.export.report import ExportReport, ParityError, ParityReport
+from keras_bn.export.report import (
+    ExportReport,
+    ParityError,
+    ParityReport,
+    fold_report_to_dict,
+)
 from keras_bn.export.runtimes import Runtime, detect_format, load_runtime, run_file
 from keras_bn.export.tflite import to_tflite
 
@@ -42,6 +47,7 @@ __all__ = [
     "detect_format",
     "export_files",
     "export_path",
+    "fold_report_to_dict",
     "input_spec",
     "load_runtime",
     "op_histogram",

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn import demo
-    from keras_bn.export.report import fold_report_to_dict
+    from keras_bn.export import fold_report_to_dict
 
     epochs = demo.DEFAULT_EPOCHS if args.epochs is None else args.epochs
     out = Path(demo.DEFAULT_OUT if args.out is None else args.out)

@@ -51,7 +51,7 @@ def output_path(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_bn.export.report import fold_report_to_dict
+    from keras_bn.export import fold_report_to_dict
     from keras_bn.folding import fold_batchnorm
 
     output = output_path(args)  # a bad -o fails before the model is loaded
