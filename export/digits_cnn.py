@@ -22,8 +22,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_bn.export import to_onnx, to_tflite
-from keras_bn.export.parity import run_tflite
+from keras_bn.export import run_file, to_onnx, to_tflite
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -74,7 +73,7 @@ def main() -> None:
     print(reports[0].fold_report)
 
     float_accuracy = np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test)
-    int8_accuracy = np.mean(run_tflite(reports[1].path, x_test).argmax(1) == y_test)
+    int8_accuracy = np.mean(run_file(reports[1].path, x_test).argmax(1) == y_test)
     print(
         f"held-out accuracy: float {float_accuracy:.2%}, int8 {int8_accuracy:.2%} "
         f"({len(y_test)} images)"

@@ -12,9 +12,9 @@ each export checked. Replace `weights=None` by `weights="imagenet"` for the trai
 from pathlib import Path
 
 import keras
-from stand_in_statistics import set_stand_in_statistics
 
 from keras_bn.export import to_onnx, to_tflite
+from keras_bn.stand_in_statistics import set_stand_in_statistics
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -22,6 +22,8 @@ import pytest
 
 import keras_bn
 from keras_bn import cli, demo
+from keras_bn.data import load_dataset
+from keras_bn.export import bn_layers_left
 from tests.tolerances import DEMO_MIN_ACCURACY_ONE_EPOCH, EXPORT_FLOAT32_RTOL
 
 DEMO_FORMATS = [
@@ -127,7 +129,7 @@ def test_fold_writes_a_bn_free_model(demo_run, tmp_path):
     report = json.loads(result.stdout)
     assert report["fold_report"]["folded"] == report["fold_report"]["total"] == 3
     folded = keras.saving.load_model(target)
-    assert demo.bn_layers_left(folded) == 0
+    assert bn_layers_left(folded) == 0
 
 
 def test_export_all_formats(demo_run, tmp_path):
@@ -155,10 +157,26 @@ def test_check_passes_on_the_demo_export(demo_run):
 
 def test_bench_forwards_its_arguments():
     result = keras_bn_cli(
-        "bench", "layer", "--shapes", "8,4", "--repeats", "1", "--modes", "eager"
+        "bench",
+        "export",
+        "--models",
+        "small_cnn",
+        "--size",
+        "16",
+        "--batches",
+        "1",
+        "--repeats",
+        "1",
     )
     assert result.returncode == 0, result.stderr
-    assert "keras_bn" in result.stdout and "fused" in result.stdout
+    assert "small_cnn" in result.stdout and "ort_unoptimized" in result.stdout
+
+
+def test_demo_help_quotes_the_demo_defaults():
+    from keras_bn.cli.commands import demo as demo_command
+
+    assert demo_command.DEFAULT_EPOCHS_TEXT == str(demo.DEFAULT_EPOCHS)
+    assert demo_command.DEFAULT_OUT_TEXT == demo.DEFAULT_OUT.as_posix()
 
 
 # --- bad input -----------------------------------------------------------------
@@ -254,7 +272,7 @@ def test_export_int8_needs_calibration_data(demo_run, capsys):
 
 
 def test_demo_on_a_users_npz(tmp_path, capsys):
-    data = demo.load_dataset()
+    data = load_dataset()
     path = tmp_path / "letters.npz"
     np.savez(
         path,

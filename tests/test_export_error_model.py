@@ -6,7 +6,7 @@ import keras
 import pytest
 
 from keras_bn.export import error_model, parity_tolerance
-from tests.test_export_patterns import build_pattern
+from tests.helpers.export import build_pattern
 from tests.tolerances import EXPORT_FLOAT16_RTOL, EXPORT_FLOAT32_RTOL
 
 U = 2.0**-24

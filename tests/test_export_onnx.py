@@ -7,20 +7,23 @@ import numpy as np
 import onnx
 import pytest
 
-from keras_bn.export import ParityError, to_onnx, without_batchnorm
-from keras_bn.export import parity as export_parity
-from tests.test_export_patterns import (
+from keras_bn.export import (
+    ELEMENTWISE_OP_TYPES,
+    ParityError,
+    runtimes,
+    to_onnx,
+    without_batchnorm,
+)
+from keras_bn.stand_in_statistics import set_stand_in_statistics
+from tests.helpers.export import (
+    APPLICATION_SPREAD,
     APPLICATIONS,
     PATTERNS,
     build_pattern,
     export_application,
     pattern_inputs,
-    randomize_batchnorm,
 )
 from tests.tolerances import EXPORT_FLOAT32_RTOL
-
-BN_ARITHMETIC = ("Mul", "Add", "Sub", "Div")
-BN_OPS = ("BatchNormalization",)
 
 # What tf2onnx 1.17 leaves of an *unfolded* BN: its Mul and Add. Its transpose
 # optimizer pushes a BN's Mul into a preceding Conv only when that Conv has no
@@ -63,14 +66,14 @@ def test_folded_file_matches_keras_within_the_float32_bound(pattern_exports, pat
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_folded_file_has_no_batchnorm_op(pattern_exports, pattern):
     report = pattern_exports[pattern]["folded"]
-    assert report.count(*BN_OPS) == 0
+    assert report.bn_ops_left() == 0
     assert not any("norm" in op.lower() for op in report.op_histogram)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_folded_file_has_the_arithmetic_of_the_bn_free_model(pattern_exports, pattern):
     folded, bn_free = (pattern_exports[pattern][k] for k in ("folded", "bn_free"))
-    for op in BN_ARITHMETIC:
+    for op in ELEMENTWISE_OP_TYPES:
         assert folded.count(op) == bn_free.count(op), op
 
 
@@ -79,7 +82,7 @@ def test_unfolded_file_keeps_the_bn_arithmetic_tf2onnx_does_not_fuse(
     pattern_exports, pattern
 ):
     unfolded, bn_free = (pattern_exports[pattern][k] for k in ("unfolded", "bn_free"))
-    extra = unfolded.count(*BN_ARITHMETIC) - bn_free.count(*BN_ARITHMETIC)
+    extra = unfolded.bn_ops_left(bn_free)
     assert extra == UNFOLDED_BN_ARITHMETIC[pattern]
     assert unfolded.parity.max_rel_error <= EXPORT_FLOAT32_RTOL
 
@@ -117,9 +120,9 @@ def test_tensors_captured_by_value_become_initializers(tmp_path):
 def test_parity_failure_raises_and_leaves_no_file(tmp_path, monkeypatch):
     destination = tmp_path / "m.onnx"
     destination.write_bytes(b"previous export")
-    # Every export runs its file through keras_bn.export.parity.
-    run = export_parity.run_onnx
-    monkeypatch.setattr(export_parity, "run_onnx", lambda p, x: run(p, x) + 1.0)
+    # Every export runs its file through keras_bn.export.runtimes.
+    run = runtimes.run_file
+    monkeypatch.setattr(runtimes, "run_file", lambda p, x: run(p, x) + 1.0)
     with pytest.raises(ParityError, match="does not match the Keras model"):
         to_onnx(build_pattern("conv2d_bn"), destination)
     assert os.listdir(tmp_path) == ["m.onnx"]
@@ -199,8 +202,8 @@ def test_application_folded_file_matches_keras(application_exports):
 def test_application_folded_file_has_no_bn_remnant(application_exports):
     folded, bn_free = application_exports["folded"], application_exports["bn_free"]
     assert folded.fold_report.folded and not folded.fold_report.not_folded
-    assert folded.count(*BN_OPS) == 0
-    for op in BN_ARITHMETIC:
+    assert folded.bn_ops_left() == 0
+    for op in ELEMENTWISE_OP_TYPES:
         assert folded.count(op) == bn_free.count(op), op
 
 
@@ -209,7 +212,7 @@ def unfolded_mobilenet(tmp_path_factory):
     model = keras.applications.MobileNetV2(
         weights=None, input_shape=(96, 96, 3), classifier_activation=None
     )
-    randomize_batchnorm(model, seed=0, spread=0.1)
+    set_stand_in_statistics(model, seed=0, spread=APPLICATION_SPREAD)
     out = tmp_path_factory.mktemp("onnx_unfolded_mobilenet")
     return (
         to_onnx(model, out / "unfolded.onnx", fold=False),
@@ -220,7 +223,7 @@ def unfolded_mobilenet(tmp_path_factory):
 @pytest.mark.slow
 def test_unfolded_mobilenet_keeps_the_depthwise_bn_arithmetic(unfolded_mobilenet):
     unfolded, bn_free = unfolded_mobilenet
-    extra = unfolded.count(*BN_ARITHMETIC) - bn_free.count(*BN_ARITHMETIC)
+    extra = unfolded.bn_ops_left(bn_free)
     # keras.applications initialise conv biases to zero, so tf2onnx can fuse
     # the 35 Conv→BN pairs itself, but not the 17 depthwise (grouped) ones.
     assert extra == 2 * 17

@@ -11,9 +11,14 @@ import pytest
 import tensorflow as tf
 import tf2onnx
 
-from keras_bn.export import check_parity, op_histogram
-from keras_bn.export.parity import detect_format, run_onnx, run_tflite
-from tests.test_export_patterns import build_pattern, pattern_inputs
+from keras_bn.export import (
+    check_parity,
+    detect_format,
+    load_runtime,
+    op_histogram,
+    run_file,
+)
+from tests.helpers.export import build_pattern, pattern_inputs
 from tests.tolerances import EXPORT_FLOAT32_RTOL
 
 
@@ -46,7 +51,7 @@ def foreign_onnx(model, tmp_path_factory):
 def test_parity_of_a_foreign_tflite_file(model, foreign_tflite):
     x = pattern_inputs(model, seed=5, batch=3)
     report = check_parity(model, foreign_tflite, x)
-    expected = np.abs(run_tflite(str(foreign_tflite), x) - model(x).numpy()).max()
+    expected = np.abs(run_file(foreign_tflite, x) - model(x).numpy()).max()
     assert report.format == "tflite" and report.runtime == "litert"
     assert report.max_abs_error == pytest.approx(expected)
     assert report.max_rel_error <= EXPORT_FLOAT32_RTOL
@@ -115,7 +120,8 @@ def test_op_histograms_are_read_from_the_files(foreign_tflite, foreign_onnx):
 
 def test_onnx_runs_the_same_with_and_without_graph_optimizations(model, foreign_onnx):
     x = pattern_inputs(model, batch=4)
-    on, off = run_onnx(str(foreign_onnx), x), run_onnx(str(foreign_onnx), x, False)
+    on = run_file(foreign_onnx, x)
+    off = load_runtime(foreign_onnx, optimize=False)(x)
     scale = np.abs(model(x).numpy()).max()
     assert np.abs(on - off).max() / scale <= EXPORT_FLOAT32_RTOL
 
@@ -137,3 +143,35 @@ def test_int8_io_file_is_quantized_and_dequantized(tmp_path):
     # and the error would be of the order of the codes themselves (~100).
     assert report.max_rel_error < 0.1
     assert os.path.getsize(path) > 0
+
+
+def test_check_parity_judges_by_the_tolerance_it_is_given(model, foreign_onnx):
+    from keras_bn.export import parity_tolerance
+
+    x = pattern_inputs(model, batch=2)
+    unjudged = check_parity(model, foreign_onnx, inputs=x)
+    assert unjudged.tolerance is None and unjudged.passed is None
+    judged = check_parity(model, foreign_onnx, inputs=x, tolerance="error_model")
+    assert judged.tolerance == parity_tolerance(model)
+    assert judged.passed is True
+    strict = check_parity(model, foreign_onnx, inputs=x, tolerance=0.0)
+    assert strict.passed is (strict.max_rel_error == 0.0)
+    loose = check_parity(
+        model, foreign_onnx, inputs=x, tolerance="error_model", quantize="int8"
+    )
+    assert loose.tolerance == parity_tolerance(model, "int8")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"tolerance": "tight"}, TypeError),
+        ({"tolerance": -1.0}, ValueError),
+        ({"quantize": "int4"}, ValueError),
+    ],
+)
+def test_check_parity_rejects_a_bad_tolerance_or_quantize(
+    model, foreign_onnx, kwargs, error
+):
+    with pytest.raises(error):
+        check_parity(model, foreign_onnx, **kwargs)

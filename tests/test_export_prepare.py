@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_bn.export.prepare import input_spec, model_to_export
-from tests.test_export_patterns import build_pattern
+from tests.helpers.export import build_pattern
 
 
 def test_spec_frees_only_the_batch_dimension():

@@ -6,7 +6,7 @@ import pytest
 
 from keras_bn.export import without_batchnorm
 from keras_bn.export.reference_models import PassThrough, is_batchnorm
-from tests.test_export_patterns import PATTERNS, build_pattern, pattern_inputs
+from tests.helpers.export import PATTERNS, build_pattern, pattern_inputs
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -8,24 +8,27 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_bn.export import ParityError, to_tflite
-from keras_bn.export import parity as export_parity
-from keras_bn.export.parity import run_tflite
-from tests.test_export_patterns import (
+from keras_bn.export import (
+    ELEMENTWISE_OP_TYPES,
+    ParityError,
+    run_file,
+    runtimes,
+    to_tflite,
+)
+from keras_bn.stand_in_statistics import set_stand_in_statistics
+from tests.helpers.export import (
     APPLICATIONS,
+    PATTERN_SPREAD,
     PATTERNS,
     build_pattern,
     export_application,
     pattern_inputs,
-    randomize_batchnorm,
 )
 from tests.tolerances import (
     EXPORT_FLOAT16_RTOL,
     EXPORT_FLOAT32_RTOL,
     EXPORT_INT8_ACCURACY_DROP,
 )
-
-BN_ARITHMETIC = ("MUL", "ADD", "SUB", "DIV")
 
 # What the TFLite converter (TF 2.21) leaves of an *unfolded* BN. Its MLIR
 # passes already fuse a constant Mul/Add that follows a CONV_2D,
@@ -41,12 +44,6 @@ UNFOLDED_BN_ARITHMETIC = {
     "bn_conv2d_valid": 2,
     "separable_conv2d_bn": 0,
 }
-
-
-def _is_bn_op(op: str) -> bool:
-    # Builtins have no BN; a BN would come through as a Flex op
-    # ("FlexFusedBatchNormV3") or a custom op.
-    return "batchnorm" in op.lower().replace("_", "")
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +89,8 @@ def test_float16_file_matches_keras_within_the_float16_bound(pattern_exports, pa
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_folded_file_has_no_bn_remnant(pattern_exports, pattern):
     folded, bn_free = (pattern_exports[pattern][k] for k in ("folded", "bn_free"))
-    assert not any(_is_bn_op(op) for op in folded.op_histogram)
-    for op in BN_ARITHMETIC:
+    assert folded.bn_ops_left() == 0
+    for op in ELEMENTWISE_OP_TYPES:
         assert folded.count(op) == bn_free.count(op), op
 
 
@@ -102,7 +99,7 @@ def test_unfolded_file_keeps_the_bn_arithmetic_the_converter_does_not_fuse(
     pattern_exports, pattern
 ):
     unfolded, bn_free = (pattern_exports[pattern][k] for k in ("unfolded", "bn_free"))
-    extra = unfolded.count(*BN_ARITHMETIC) - bn_free.count(*BN_ARITHMETIC)
+    extra = unfolded.bn_ops_left(bn_free)
     assert extra == UNFOLDED_BN_ARITHMETIC[pattern]
 
 
@@ -110,7 +107,7 @@ def test_float16_halves_the_weights(tmp_path):
     inputs = keras.Input((8, 8, 32))
     x = keras.layers.BatchNormalization()(keras.layers.Conv2D(64, 3)(inputs))
     model = keras.Model(inputs, x)
-    randomize_batchnorm(model, seed=2)
+    set_stand_in_statistics(model, seed=2, spread=PATTERN_SPREAD)
     full = to_tflite(model, tmp_path / "full.tflite")
     half = to_tflite(model, tmp_path / "half.tflite", quantize="float16")
     weight_bytes = 3 * 3 * 32 * 64 * 4
@@ -131,9 +128,9 @@ def test_export_does_not_modify_the_model(tmp_path):
 
 def test_parity_failure_raises_and_leaves_no_file(tmp_path, monkeypatch):
     destination = tmp_path / "m.tflite"
-    # Every export runs its file through keras_bn.export.parity.
-    run = export_parity.run_tflite
-    monkeypatch.setattr(export_parity, "run_tflite", lambda p, x: run(p, x) * 1.01)
+    # Every export runs its file through keras_bn.export.runtimes.
+    run = runtimes.run_file
+    monkeypatch.setattr(runtimes, "run_file", lambda p, x: run(p, x) * 1.01)
     with pytest.raises(ParityError, match="Nothing was written"):
         to_tflite(build_pattern("conv2d_bn"), destination)
     assert os.listdir(tmp_path) == []
@@ -221,13 +218,13 @@ def test_int8_digits_cnn_keeps_float_accuracy(digits_cnn, tmp_path):
     report = to_tflite(
         model, tmp_path / "digits.tflite", quantize="int8", representative_data=x_train
     )
-    int8_accuracy = np.mean(run_tflite(report.path, x_test).argmax(1) == y_test)
+    int8_accuracy = np.mean(run_file(report.path, x_test).argmax(1) == y_test)
     assert float_accuracy - int8_accuracy <= EXPORT_INT8_ACCURACY_DROP
     assert report.parity.max_rel_error <= report.parity.tolerance
     assert report.parity.top1_agreement >= 1.0 - EXPORT_INT8_ACCURACY_DROP
     # Full-integer: the only float ops are the quantize/dequantize at the edges.
     assert report.count("QUANTIZE") == report.count("DEQUANTIZE") == 1
-    assert not any(_is_bn_op(op) for op in report.op_histogram)
+    assert report.bn_ops_left() == 0
 
 
 @pytest.fixture(scope="module", params=APPLICATIONS, ids=lambda p: p[0])
@@ -249,6 +246,6 @@ def test_application_folded_file_matches_keras(application_exports):
 def test_application_folded_file_has_no_bn_remnant(application_exports):
     folded, bn_free = application_exports["folded"], application_exports["bn_free"]
     assert folded.fold_report.folded and not folded.fold_report.not_folded
-    assert not any(_is_bn_op(op) for op in folded.op_histogram)
-    for op in BN_ARITHMETIC:
+    assert folded.bn_ops_left() == 0
+    for op in ELEMENTWISE_OP_TYPES:
         assert folded.count(op) == bn_free.count(op), op

@@ -18,18 +18,20 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
-from keras_bn.bench.timing import format_table, interleaved_median_ms
-from keras_bn.export import to_onnx, to_tflite, without_batchnorm
-from keras_bn.export.parity import onnx_session
+from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.timing import interleaved_median_ms
+from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
+from keras_bn.stand_in_statistics import set_stand_in_statistics
 
+DESCRIPTION = (
+    "Latency and size of exported files: unfolded, folded, and the BN-free limit."
+)
 VARIANTS = ("unfolded", "folded", "bn_free")
 RUNTIMES = ("tflite", "ort_optimized", "ort_unoptimized")
 APPLICATIONS = {
@@ -38,55 +40,57 @@ APPLICATIONS = {
     "efficientnetb0": "EfficientNetB0",
 }
 MODELS = ("small_cnn", *APPLICATIONS)
+COLUMNS = [
+    "model",
+    "runtime",
+    "format",
+    "batch",
+    *(f"{v} ms" for v in VARIANTS),
+    *(f"{v} KiB" for v in VARIANTS),
+    "unfolded/bn_free",
+    "folded/bn_free",
+    "folded max rel err",
+]
 
 
-def _randomize_batchnorm(model: keras.Model, seed: int) -> None:
-    # Default statistics (mean 0, variance 1, γ 1, β 0) would let a converter
-    # drop the BN as an identity; trained-looking statistics keep it honest.
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 2.0, n),
-                    rng.normal(0.0, 0.1, n),
-                    rng.normal(0.0, 0.1, n),
-                    rng.uniform(0.5, 2.0, n),
-                ]
-            )
+def small_cnn(size: int) -> keras.Model:
+    """Conv, depthwise, pointwise and Dense, each followed by a BN."""
+    layers = keras.layers
+    inputs = keras.Input((size, size, 3))
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Conv2D(32, 1, use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.BatchNormalization()(layers.Dense(10)(x))
+    return keras.Model(inputs, x, name="small_cnn")
 
 
 def build_model(name: str, size: int, seed: int = 0) -> keras.Model:
-    """A benchmark model with seeded weights and non-default BN statistics."""
+    """A benchmark model with seeded weights and stand-in BN statistics."""
     keras.utils.set_random_seed(seed)
     if name in APPLICATIONS:
         model = getattr(keras.applications, APPLICATIONS[name])(
             weights=None, input_shape=(size, size, 3), classifier_activation=None
         )
     elif name == "small_cnn":
-        layers = keras.layers
-        inputs = keras.Input((size, size, 3))
-        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
-        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
-        x = layers.Conv2D(32, 1, use_bias=False)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
-        x = layers.GlobalAveragePooling2D()(x)
-        x = layers.BatchNormalization()(layers.Dense(10)(x))
-        model = keras.Model(inputs, x, name="small_cnn")
+        model = small_cnn(size)
     else:
         raise ValueError(f"Unknown model. Expected one of {MODELS}. Received: {name!r}")
-    _randomize_batchnorm(model, seed)
+    # Default statistics would let a converter drop the BN as an identity.
+    set_stand_in_statistics(model, seed=seed)
     return model
 
 
 def export_variants(model: keras.Model, directory: Path) -> dict:
     """`{(variant, format): ExportReport}` for the three variants."""
-    bn_free = without_batchnorm(model)
-    sources = {"unfolded": (model, False), "folded": (model, True)}
-    sources["bn_free"] = (bn_free, False)
+    sources = {
+        "unfolded": (model, False),
+        "folded": (model, True),
+        "bn_free": (without_batchnorm(model), False),
+    }
     reports = {}
     for variant, (source, fold) in sources.items():
         reports[variant, "tflite"] = to_tflite(
@@ -98,112 +102,106 @@ def export_variants(model: keras.Model, directory: Path) -> dict:
     return reports
 
 
-def _runner(runtime: str, path: str, x: np.ndarray, threads: int):
-    if runtime == "tflite":
-        interpreter = Interpreter(model_path=path, num_threads=threads)
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, x.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(index, x)
-        return interpreter.invoke
-    session = onnx_session(
-        path, optimize=runtime == "ort_optimized", num_threads=threads
-    )
-    feed = {session.get_inputs()[0].name: x}
-    return lambda: session.run(None, feed)
+def size_rows(name: str, reports: dict) -> list[dict]:
+    """File sizes of the three variants per format, with ratios."""
+    rows = []
+    for fmt in ("tflite", "onnx"):
+        kib = {v: reports[v, fmt].file_size / 1024 for v in VARIANTS}
+        rows.append(
+            {
+                "table": "size",
+                "model": name,
+                "format": fmt,
+                **{f"{v} KiB": kib[v] for v in VARIANTS},
+                "unfolded/bn_free": kib["unfolded"] / kib["bn_free"],
+                "folded/bn_free": kib["folded"] / kib["bn_free"],
+                "folded max rel err": reports["folded", fmt].parity.max_rel_error,
+            }
+        )
+    return rows
 
 
-def run(
-    models: list[str],
-    size: int,
-    batches: list[int],
-    repeats: int,
-    threads: int,
-    out: Path,
-) -> tuple[list[dict], list[dict]]:
-    """Latency rows and size rows for every model."""
+def latency_rows(
+    name: str, reports: dict, x_by_batch: dict, repeats: int, threads: int
+) -> list[dict]:
+    """Interleaved median latency of the three variants per runtime and batch."""
+    rows = []
+    for runtime in RUNTIMES:
+        fmt = "tflite" if runtime == "tflite" else "onnx"
+        optimize = runtime != "ort_unoptimized"
+        loaded = {
+            v: load_runtime(
+                reports[v, fmt].path, optimize=optimize, num_threads=threads
+            )
+            for v in VARIANTS
+        }
+        for batch, x in x_by_batch.items():
+            calls = {v: loaded[v].bind(x) for v in VARIANTS}
+            ms = interleaved_median_ms(calls, repeats=repeats, warmup=3)
+            rows.append(
+                {
+                    "table": "latency",
+                    "model": name,
+                    "runtime": runtime,
+                    "batch": batch,
+                    **{f"{v} ms": ms[v] for v in VARIANTS},
+                    "unfolded/bn_free": ms["unfolded"] / ms["bn_free"],
+                    "folded/bn_free": ms["folded"] / ms["bn_free"],
+                }
+            )
+    return rows
+
+
+def measure(args: argparse.Namespace, out: Path) -> list[dict]:
+    """Latency rows, then size rows, for every model."""
     latency, sizes = [], []
     rng = np.random.default_rng(0)
-    for name in models:
-        model = build_model(name, size)
+    for name in args.models:
+        model = build_model(name, args.size)
         directory = out / name
         directory.mkdir(parents=True, exist_ok=True)
         reports = export_variants(model, directory)
-        for fmt in ("tflite", "onnx"):
-            kib = {v: reports[v, fmt].file_size / 1024 for v in VARIANTS}
-            sizes.append(
-                {
-                    "model": name,
-                    "format": fmt,
-                    **{f"{v} KiB": kib[v] for v in VARIANTS},
-                    "unfolded/bn_free": kib["unfolded"] / kib["bn_free"],
-                    "folded/bn_free": kib["folded"] / kib["bn_free"],
-                    "folded max rel err": reports["folded", fmt].parity.max_rel_error,
-                }
+        sizes += size_rows(name, reports)
+        x_by_batch = {
+            batch: rng.standard_normal((batch, *model.input_shape[1:])).astype(
+                np.float32
             )
-        for runtime in RUNTIMES:
-            fmt = "tflite" if runtime == "tflite" else "onnx"
-            for batch in batches:
-                x = rng.standard_normal((batch, *model.input_shape[1:]))
-                x = x.astype(np.float32)
-                runs = {
-                    v: _runner(runtime, reports[v, fmt].path, x, threads)
-                    for v in VARIANTS
-                }
-                ms = interleaved_median_ms(runs, repeats=repeats, warmup=3)
-                latency.append(
-                    {
-                        "model": name,
-                        "runtime": runtime,
-                        "batch": batch,
-                        **{f"{v} ms": ms[v] for v in VARIANTS},
-                        "unfolded/bn_free": ms["unfolded"] / ms["bn_free"],
-                        "folded/bn_free": ms["folded"] / ms["bn_free"],
-                    }
-                )
-    return latency, sizes
+            for batch in args.batches
+        }
+        latency += latency_rows(name, reports, x_by_batch, args.repeats, args.threads)
+    return latency + sizes
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="keras-bn bench export",
-        description=__doc__.split("\n\n")[0],
-        epilog="example: keras-bn bench export --models mobilenetv2 --repeats 20",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", nargs="+", choices=MODELS, default=["mobilenetv2", "resnet50"]
     )
-    parser.add_argument("--size", type=int, default=96, help="input height/width")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
-    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
-        "--threads", type=int, default=1, help="runtime threads (1: least noise)"
+        "--size", type=positive_int, default=96, help="input height/width"
+    )
+    parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 32])
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="runtime threads (1: least noise)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="keep the files here (default: temp)"
     )
-    parser.add_argument("--json", action="store_true", help="print rows as JSON")
-    args = parser.parse_args(argv)
-    for name, value in (("size", args.size), ("repeats", args.repeats)):
-        if value < 1:
-            parser.error(f"--{name} must be at least 1. Received: {value}")
-    if args.threads < 1 or min(args.batches) < 1:
-        parser.error(
-            f"--threads and --batches must be at least 1. Received: "
-            f"threads={args.threads}, batches={args.batches}"
-        )
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Latency rows (`"table": "latency"`), then size rows (`"size"`)."""
+    if args.out is not None:
+        return measure(args, args.out)
     with tempfile.TemporaryDirectory(prefix="keras_bn_bench_") as tmp:
-        out = args.out if args.out is not None else Path(tmp)
-        latency, sizes = run(
-            args.models, args.size, args.batches, args.repeats, args.threads, out
-        )
-    if args.json:
-        print(json.dumps({"latency": latency, "size": sizes}, indent=1))
-        return 0
-    print(format_table(latency, list(latency[0])))
-    print()
-    print(format_table(sizes, list(sizes[0])))
-    return 0
+        return measure(args, Path(tmp))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for("export", argv)
 
 
 if __name__ == "__main__":

@@ -13,58 +13,52 @@ Two measurements in one run:
 
 Example:
 
-    python -m keras_bn.bench.fold --models MobileNetV2 ResNet50 --batches 1 32
+    keras-bn bench fold --models MobileNetV2 ResNet50 --batches 1 32
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.timing import format_table, interleaved_median_ms
+from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.timing import interleaved_median_ms
+from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
+from keras_bn.stand_in_statistics import set_stand_in_statistics
 
+DESCRIPTION = (
+    "Folding Batch Normalization: how long it takes, and what inference gains."
+)
 MODELS = {
     "MobileNetV2": keras.applications.MobileNetV2,
     "ResNet50": keras.applications.ResNet50,
 }
 MODES = {"graph": False, "xla": True}
 VERSIONS = ("unfolded", "folded", "bn-free")
+COLUMNS = [
+    "model",
+    "batchnorm",
+    "folded",
+    "fold s",
+    "fold+verify s",
+    "batch",
+    "mode",
+    *(f"{v} ms" for v in VERSIONS),
+    "folded/unfolded",
+    "folded/bn-free",
+]
 
 
 def build(name: str, size: int, seed: int = 0) -> keras.Model:
-    """The network with `weights=None` and random, non-trivial BN statistics."""
+    """The network with `weights=None` and seeded stand-in BN statistics."""
     model = MODELS[name](weights=None, input_shape=(size, size, 3))
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = tuple(layer.moving_mean.shape)
-            layer.moving_mean.assign(rng.normal(0.0, 0.1, size=shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=shape))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, size=shape))
-            layer.beta.assign(rng.normal(0.0, 0.1, size=shape))
+    set_stand_in_statistics(model, seed=seed)
     return model
-
-
-def without_batchnorm(model: keras.Model) -> keras.Model:
-    """The same graph with every BN an `Identity`: what folding can reach."""
-
-    def clone(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return keras.layers.Identity(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    def call(layer, *args, **kwargs):
-        if isinstance(layer, keras.layers.Identity):
-            return layer(args[0])  # BN calls carry `training`/`mask`
-        return layer(*args, **kwargs)
-
-    return keras.models.clone_model(model, clone_function=clone, call_function=call)
 
 
 def fold_seconds(size: int) -> dict:
@@ -78,6 +72,7 @@ def fold_seconds(size: int) -> dict:
     _, report = fold_batchnorm(model, return_report=True)
     verified = time.perf_counter() - start
     return {
+        "table": "fold time",
         "model": "ResNet50",
         "batchnorm": len(report),
         "folded": len(report.folded),
@@ -104,16 +99,10 @@ def latency_rows(
                 dtype=tf.float32,
             )
             for mode in modes:
-                steps = {}
-                for version, network in versions.items():
-                    run = tf.function(
-                        lambda x, m=network: m(x, training=False),
-                        jit_compile=MODES[mode],
-                    )
-                    steps[version] = lambda r=run, x=x: r(x)
-                ms = interleaved_median_ms(steps, repeats=repeats, warmup=2)
+                ms = time_versions(versions, x, MODES[mode], repeats)
                 rows.append(
                     {
+                        "table": "inference latency",
                         "model": name,
                         "batch": batch,
                         "mode": mode,
@@ -125,36 +114,46 @@ def latency_rows(
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="keras-bn bench fold",
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python -m keras_bn.bench.fold --batches 1 32 --repeats 10",
-    )
+def time_versions(versions: dict, x, jit_compile: bool, repeats: int) -> dict:
+    """Interleaved median ms of each version's `tf.function` on `x`."""
+    steps = {}
+    for version, network in versions.items():
+        call = tf.function(
+            lambda x, m=network: m(x, training=False), jit_compile=jit_compile
+        )
+        steps[version] = lambda c=call, x=x: c(x)
+    return interleaved_median_ms(steps, repeats=repeats, warmup=2)
+
+
+def image_size(text: str) -> int:
+    """An argparse type: an input size of at least 32 (the applications' minimum)."""
+    value = positive_int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"must be at least 32. Received: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", nargs="+", choices=list(MODELS), default=list(MODELS)
     )
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 32])
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
-    parser.add_argument("--json", action="store_true", help="print rows as JSON")
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.size < 32 or min(args.batches) < 1:
-        parser.error(
-            "--repeats and --batches must be positive and --size at least 32. "
-            f"Received: repeats={args.repeats}, batches={args.batches}, size={args.size}"
-        )
+    parser.add_argument(
+        "--size", type=image_size, default=224, help="input height and width"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed rounds")
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """The fold-time row, then one latency row per model, batch and mode."""
     fold_row = fold_seconds(args.size)
     rows = latency_rows(args.models, args.batches, args.modes, args.size, args.repeats)
-    if args.json:
-        print(json.dumps({"fold": fold_row, "latency": rows}, indent=1))
-        return 0
-    print(format_table([fold_row], list(fold_row)))
-    print()
-    columns = ["model", "batch", "mode", *(f"{v} ms" for v in VERSIONS)]
-    print(format_table(rows, [*columns, "folded/unfolded", "folded/bn-free"]))
-    return 0
+    return [fold_row, *rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for("fold", argv)
 
 
 if __name__ == "__main__":

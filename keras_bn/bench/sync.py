@@ -17,14 +17,34 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.timing import format_table, median_ms
+from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.timing import median_ms
 
-DEFAULT_SHAPES = ["64,28,28,64", "1024,512"]
+DESCRIPTION = (
+    "Synchronized BN on two replicas: keras_bn against Keras' `synchronized=True`."
+)
+DEFAULT_SHAPES = [(64, 28, 28, 64), (1024, 512)]
+COLUMNS = ["shape", "implementation", "ms", "vs keras"]
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """An argparse type: a comma-separated shape with an even batch ≥ 2."""
+    try:
+        dims = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers. Received: {text!r}"
+        ) from None
+    if len(dims) < 2 or min(dims) < 1 or dims[0] % 2:
+        raise argparse.ArgumentTypeError(
+            "must have a batch and at least one more dimension, all positive, "
+            f"the batch even (split over two replicas). Received: {text!r}"
+        )
+    return dims
 
 
 def _two_logical_cpus() -> tf.distribute.Strategy:
@@ -56,7 +76,7 @@ def _step_fn(strategy, layer):
     return step
 
 
-def run(shapes: list[tuple[int, ...]], repeats: int) -> list[dict]:
+def time_shapes(shapes: list[tuple[int, ...]], repeats: int) -> list[dict]:
     """Times both implementations per shape; one row each."""
     import keras
 
@@ -104,25 +124,24 @@ def run(shapes: list[tuple[int, ...]], repeats: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="keras-bn bench sync",
-        description=__doc__.split("\n\n")[0],
-        epilog="example: keras-bn bench sync --shapes 1024,512 --repeats 10",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--shapes", nargs="+", default=DEFAULT_SHAPES, help="comma-separated"
+        "--shapes",
+        nargs="+",
+        type=shape,
+        default=DEFAULT_SHAPES,
+        help="comma-separated, e.g. 64,28,28,64",
     )
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json", action="store_true", help="print rows as JSON")
-    args = parser.parse_args(argv)
-    shapes = [tuple(int(n) for n in s.split(",")) for s in args.shapes]
-    rows = run(shapes, args.repeats)
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    else:
-        print(format_table(rows, ["shape", "implementation", "ms", "vs keras"]))
-    return 0
+    parser.add_argument("--repeats", type=positive_int, default=10)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """One row per shape and implementation."""
+    return time_shapes(args.shapes, args.repeats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for("sync", argv)
 
 
 if __name__ == "__main__":

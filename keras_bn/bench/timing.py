@@ -1,10 +1,17 @@
-"""Timing and table printing shared by the benchmarks."""
+"""The timers shared by the benchmarks, the demo and `export.runtimes`.
+
+A step is timed only once its result is ready: TensorFlow may return before
+the work is done, so anything with `.numpy()` is forced (`block`).
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+
+# Until bench/layer.py follows the benchmark convention, it prints its own table.
+from keras_bn.cli.output import format_table  # noqa: F401
 
 
 def median_ms(step: Callable[[], object], *, repeats: int, warmup: int = 2) -> float:
@@ -14,11 +21,11 @@ def median_ms(step: Callable[[], object], *, repeats: int, warmup: int = 2) -> f
     work to finish, so asynchronous execution is not mistaken for speed.
     """
     for _ in range(warmup):
-        _block(step())
+        block(step())
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        _block(step())
+        block(step())
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -33,39 +40,20 @@ def interleaved_median_ms(
     """
     for _ in range(warmup):
         for step in steps.values():
-            _block(step())
+            block(step())
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
             start = time.perf_counter()
-            _block(step())
+            block(step())
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _block(result: object) -> None:
+def block(result: object) -> None:
+    """Waits until `result` (a tensor, or a list or tuple of them) is computed."""
     if isinstance(result, (list, tuple)):
         for r in result:
-            _block(r)
+            block(r)
     elif hasattr(result, "numpy"):
         result.numpy()
-
-
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A plain-text table, aligned, with `columns` as the header."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
-    ]
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)

@@ -94,6 +94,8 @@ import math
 
 import keras
 
+from keras_bn.keras_adapter import iter_layers
+
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 FLOAT16_UNIT_ROUNDOFF = 2.0**-11
 # Item 5: a few standard deviations between an error's maximum and its spread.
@@ -105,12 +107,13 @@ ELEMENTWISE_TERMS = 16
 INT8_RELATIVE_STD = 2.0 / (255.0 * math.sqrt(12.0))
 
 
-def _leaf_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        elif not isinstance(layer, keras.layers.InputLayer):
-            yield layer
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every computing layer of `model`, nested models opened, inputs skipped."""
+    return [
+        layer
+        for layer in iter_layers(model)
+        if not isinstance(layer, keras.Model | keras.layers.InputLayer)
+    ]
 
 
 def reduction_length(layer: keras.layers.Layer) -> int:
@@ -158,14 +161,14 @@ def weighted_layer_count(model: keras.Model) -> int:
     """Number of layers whose weights quantization rounds (the `L` above)."""
     return sum(
         1
-        for layer in _leaf_layers(model)
+        for layer in leaf_layers(model)
         if any(len(w.shape) >= 2 for w in layer.weights)
     )
 
 
 def float32_tolerance(model: keras.Model) -> float:
     """`4 · u · √(2 · Σ_l n_l)`: the float32 parity bound for `model`."""
-    total = sum(reduction_length(layer) for layer in _leaf_layers(model))
+    total = sum(reduction_length(layer) for layer in leaf_layers(model))
     return TAIL_FACTOR * FLOAT32_UNIT_ROUNDOFF * math.sqrt(2.0 * total)
 
 

@@ -23,14 +23,8 @@ import tensorflow as tf
 import tf2onnx
 from onnx import numpy_helper
 
-from keras_bn.export.error_model import parity_tolerance
-from keras_bn.export.parity import (
-    _as_inputs,
-    default_inputs,
-    keras_outputs,
-    publish_checked,
-)
-from keras_bn.export.prepare import input_spec, model_to_export
+from keras_bn.export.checked_export import export_checked
+from keras_bn.export.prepare import input_spec, parity_inputs
 from keras_bn.export.report import ExportReport
 from keras_bn.export.staging import validate_destination
 
@@ -123,21 +117,19 @@ def to_onnx(
             f"{tf2onnx.__version__}). Received: opset={opset}"
         )
     spec = input_spec(model)
-    x = default_inputs(model) if inputs is None else _as_inputs(model, inputs)
-    exported, fold_report = model_to_export(model, fold)
-    proto = convert_to_onnx(exported, spec, opset)
-    reference = keras_outputs(model, x)
-    tolerance = parity_tolerance(model)
-    parity, histogram = publish_checked(
-        path, "onnx", lambda tmp: onnx.save(proto, tmp), x, reference, tolerance
-    )
-    return ExportReport(
-        path=path,
-        format="onnx",
-        file_size=os.path.getsize(path),
-        op_histogram=histogram,
-        parity=parity,
-        fold_report=fold_report,
+    x = parity_inputs(model, inputs)
+
+    def convert(exported: keras.Model):
+        proto = convert_to_onnx(exported, spec, opset)
+        return lambda tmp: onnx.save(proto, tmp)
+
+    return export_checked(
+        model,
+        path,
+        file_format="onnx",
+        convert=convert,
+        x=x,
+        fold=fold,
         details={
             "opset": opset,
             "tf2onnx": tf2onnx.__version__,

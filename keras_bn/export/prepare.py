@@ -12,16 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_bn.folding import fold_batchnorm
+from keras_bn.keras_adapter import iter_layers
 
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+DEFAULT_PARITY_BATCH = 8
+DEFAULT_PARITY_SEED = 0
 
 
 def input_spec(model: keras.Model) -> tf.TensorSpec:
@@ -56,7 +54,7 @@ def input_spec(model: keras.Model) -> tf.TensorSpec:
             "Export supports float32 inputs (quantize with `quantize=` instead). "
             f"Received: input dtype={dtype} for model={model.name!r}"
         )
-    policies = {layer.dtype_policy.name for layer in _all_layers(model)}
+    policies = {layer.dtype_policy.name for layer in iter_layers(model)}
     if policies != {"float32"}:
         raise ValueError(
             "Export supports models computed in float32; a mixed-precision model "
@@ -82,3 +80,47 @@ def model_to_export(model: keras.Model, fold: bool) -> tuple[keras.Model, Any]:
     if not fold:
         return model, None
     return fold_batchnorm(model, return_report=True)
+
+
+def as_inputs(model: keras.Model, inputs) -> np.ndarray:
+    """`inputs` as float32, checked against `model`'s input shape.
+
+    Args:
+        model: The model the inputs are for (see `input_spec`).
+        inputs: A floating-point array, batch first.
+
+    Returns:
+        The inputs as a float32 array.
+
+    Raises:
+        ValueError: If `inputs` is not floating point, is empty or does not
+            match the model's input shape.
+    """
+    spec = input_spec(model)
+    x = np.asarray(inputs)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"`inputs` must be floating point. Received: inputs of dtype {x.dtype}"
+        )
+    if tuple(x.shape[1:]) != tuple(spec.shape[1:]) or x.shape[0] == 0:
+        raise ValueError(
+            f"`inputs` must have shape (batch, {', '.join(map(str, spec.shape[1:]))}) "
+            f"with batch ≥ 1. Received: inputs of shape {x.shape}"
+        )
+    return x.astype(np.float32)
+
+
+def default_inputs(
+    model: keras.Model,
+    batch: int = DEFAULT_PARITY_BATCH,
+    seed: int = DEFAULT_PARITY_SEED,
+) -> np.ndarray:
+    """Seeded standard-normal float32 inputs of `model`'s input shape."""
+    spec = input_spec(model)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, *spec.shape[1:])).astype(np.float32)
+
+
+def parity_inputs(model: keras.Model, inputs=None) -> np.ndarray:
+    """`as_inputs(model, inputs)`, or `default_inputs(model)` for `None`."""
+    return default_inputs(model) if inputs is None else as_inputs(model, inputs)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from keras_bn.export.op_counts import bn_ops_left
+
 
 @dataclasses.dataclass(frozen=True)
 class ParityReport:
@@ -52,6 +54,12 @@ class ParityReport:
             return None
         return self.max_rel_error <= self.tolerance
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, `passed` included."""
+        fields = dataclasses.asdict(self)
+        fields["input_shape"] = list(self.input_shape)
+        return {**fields, "passed": self.passed}
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportReport:
@@ -86,6 +94,32 @@ class ExportReport:
     def count(self, *op_types: str) -> int:
         """Number of operators whose type is one of `op_types`."""
         return sum(self.op_histogram.get(op, 0) for op in op_types)
+
+    def bn_ops_left(self, reference: ExportReport | None = None) -> int:
+        """BN operators left in the file (`keras_bn.export.op_counts`).
+
+        Args:
+            reference: The export of the same network without BN
+                (`without_batchnorm`, `fold=False`); without it only operators
+                that are a BN are counted.
+        """
+        return bn_ops_left(
+            self.op_histogram, None if reference is None else reference.op_histogram
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields; the fold report as `fold_report_to_dict` gives it."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "file_size": self.file_size,
+            "op_histogram": dict(self.op_histogram),
+            "parity": self.parity.to_dict(),
+            "fold_report": fold_report_to_dict(self.fold_report),
+            "quantize": self.quantize,
+            "details": dict(self.details),
+            "parity_passed": self.parity.passed,
+        }
 
     def summary(self) -> str:
         """A few human-readable lines: file, size, parity and the top ops."""
@@ -125,3 +159,20 @@ class ParityError(RuntimeError):
             f"{report.tolerance:.3e} of keras_bn.export.error_model on inputs of "
             f"shape {report.input_shape}. Nothing was written to {destination!r}."
         )
+
+
+def fold_report_to_dict(report: Any) -> dict[str, Any] | None:
+    """A `keras_bn.folding.FoldReport` as JSON-ready fields (`None` stays `None`).
+
+    Uses the report's own `to_dict` where it has one.
+    """
+    if report is None:
+        return None
+    if hasattr(report, "to_dict"):
+        return report.to_dict()
+    return {
+        "entries": [dataclasses.asdict(entry) for entry in report],
+        "folded": len(report.folded),
+        "total": len(report),
+        "max_error": report.max_error,
+    }

@@ -6,7 +6,8 @@ file is therefore written to a hidden temporary name in the destination
 directory (same file system, so the final `os.replace` is atomic on POSIX and
 Windows), checked there, and only then renamed into place. Any exception on the
 way removes the temporary file and leaves whatever was at the destination
-before untouched.
+before untouched. `publish_checked` is that sequence for an exported model:
+stage, run in its runtime, compare with Keras, publish.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from keras_bn.export import runtimes
+from keras_bn.export.op_counts import op_histogram
+from keras_bn.export.parity import compare
+from keras_bn.export.report import ParityError, ParityReport
 
 
 def validate_destination(path: str | os.PathLike, suffix: str) -> str:
@@ -80,3 +88,36 @@ def staged_file(path: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def publish_checked(
+    path: str,
+    write: Callable[[str], None],
+    x: np.ndarray,
+    reference: np.ndarray,
+    tolerance: float,
+) -> tuple[ParityReport, dict[str, int]]:
+    """Writes a file next to `path`, checks it, and only then moves it in place.
+
+    Args:
+        path: The destination.
+        write: Called with the temporary path; writes the file there.
+        x: The inputs to run.
+        reference: The Keras model's outputs on `x`.
+        tolerance: The scale-relative bound the file must meet.
+
+    Returns:
+        The `ParityReport` and the file's op histogram.
+
+    Raises:
+        ParityError: The file disagrees with the model; nothing is left behind.
+    """
+    with staged_file(path) as tmp:
+        write(tmp)
+        file_format = runtimes.detect_format(tmp)
+        outputs = runtimes.run_file(tmp, x)
+        parity = compare(path, file_format, x.shape, reference, outputs, tolerance)
+        if not parity.passed:
+            raise ParityError(parity, path)
+        histogram = op_histogram(tmp)
+    return parity, histogram

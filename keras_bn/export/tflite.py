@@ -21,14 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.export.error_model import parity_tolerance
-from keras_bn.export.parity import (
-    _as_inputs,
-    default_inputs,
-    keras_outputs,
-    publish_checked,
-)
-from keras_bn.export.prepare import input_spec, model_to_export
+from keras_bn.export.checked_export import export_checked
+from keras_bn.export.prepare import as_inputs, input_spec, parity_inputs
 from keras_bn.export.report import ExportReport
 from keras_bn.export.staging import validate_destination
 
@@ -72,7 +66,13 @@ def convert_to_tflite(
         return converter.convert()
 
 
-def _validate_quantize(model, quantize, representative_data) -> np.ndarray | None:
+def validate_quantize(model, quantize, representative_data) -> np.ndarray | None:
+    """The calibration inputs for int8 (`None` otherwise), after checking both.
+
+    Raises:
+        ValueError: For an unknown `quantize`, calibration data without int8,
+            int8 without calibration data, or misshapen data.
+    """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
             "`quantize` must be None, 'float16' or 'int8'. "
@@ -91,7 +91,7 @@ def _validate_quantize(model, quantize, representative_data) -> np.ndarray | Non
             "typical inputs (batch first) to calibrate activation ranges. "
             "Received: representative_data=None"
         )
-    return _as_inputs(model, representative_data)
+    return as_inputs(model, representative_data)
 
 
 def _writer(flatbuffer: bytes):
@@ -156,27 +156,20 @@ def to_tflite(
     """
     path = validate_destination(path, ".tflite")
     input_spec(model)
-    calibration = _validate_quantize(model, quantize, representative_data)
-    if inputs is not None:
-        x = _as_inputs(model, inputs)
-    elif calibration is not None:
+    calibration = validate_quantize(model, quantize, representative_data)
+    if inputs is None and calibration is not None:
         x = calibration[:MAX_INT8_PARITY_SAMPLES]
     else:
-        x = default_inputs(model)
-    exported, fold_report = model_to_export(model, fold)
-    flatbuffer = convert_to_tflite(exported, quantize, calibration)
-    reference = keras_outputs(model, x)
-    tolerance = parity_tolerance(model, quantize)
-    parity, histogram = publish_checked(
-        path, "tflite", _writer(flatbuffer), x, reference, tolerance
-    )
-    return ExportReport(
-        path=path,
-        format="tflite",
-        file_size=os.path.getsize(path),
-        op_histogram=histogram,
-        parity=parity,
-        fold_report=fold_report,
+        x = parity_inputs(model, inputs)
+    return export_checked(
+        model,
+        path,
+        file_format="tflite",
+        convert=lambda exported: _writer(
+            convert_to_tflite(exported, quantize, calibration)
+        ),
+        x=x,
+        fold=fold,
         quantize=quantize,
         details={"tensorflow": tf.__version__},
     )

@@ -1,0 +1,43 @@
+"""`keras-bn`: the command line of keras_bn.
+
+Parsing, progress bars, tables and exit codes only: every subcommand calls the
+library (`keras_bn.demo`, `keras_bn.folding`, `keras_bn.export`,
+`keras_bn.bench`) and turns its errors into one line on stderr.
+
+- `app`: the parser, built from one module per subcommand, and `main`;
+- `commands/<name>.py`: each subcommand's `add_arguments(parser)` and
+  `run(args) -> int`;
+- `errors`: exit codes and which exception maps to which;
+- `output`: JSON documents and tables;
+- `progress`: progress bars on stderr;
+- `loading`: a Keras model from a user's path, as a one-line error if not.
+
+The modules import TensorFlow only inside the handlers, so the parser (help,
+usage errors) does not need it.
+
+Exit status: 0 success; 1 bad input (a missing file, a file that is not a Keras
+model, a model that cannot be folded or exported, bad data); 2 a usage error
+(argparse); 3 a parity failure (an exported or folded model that does not
+compute what the Keras model computes); 130 interrupted.
+"""
+
+from keras_bn.cli.app import build_parser, main
+from keras_bn.cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARITY,
+    EXIT_USAGE,
+    CommandError,
+)
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PARITY",
+    "EXIT_USAGE",
+    "CommandError",
+    "build_parser",
+    "main",
+]

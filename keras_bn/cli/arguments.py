@@ -1,0 +1,28 @@
+"""Argument types and flags shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+QUANTIZE_CHOICES = ("float16", "int8")
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number ≥ 0, or a usage error quoting `text`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number. Received: {text!r}"
+        ) from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0. Received: {text!r}")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """`-q/--quiet` and `--json`, which every subcommand accepts."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON report on stdout"
+    )

@@ -1,0 +1,7 @@
+"""One module per `keras-bn` subcommand, in the order `--help` lists them.
+
+Each module has `HELP` (one line), `EPILOG` (examples), `add_arguments(parser)`
+and `run(args) -> int` (the exit status); none imports TensorFlow at import.
+"""
+
+COMMANDS = ("demo", "fold", "export", "check", "bench")

@@ -1,0 +1,64 @@
+"""`keras-bn bench NAME`: run one benchmark of `keras_bn.bench`.
+
+Benchmarks follow one convention (see `keras_bn.bench`): `DESCRIPTION`,
+`add_arguments(parser)`, `run(args) -> list[dict]` and `COLUMNS`. This
+command builds the benchmark's parser (with `-q` and `--json` like every
+other command), runs it and prints its rows as tables or as one JSON
+document. The module is imported only when its name is given, so listing
+the benchmarks needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from keras_bn.cli.arguments import add_common
+from keras_bn.cli.errors import EXIT_OK
+from keras_bn.cli.output import format_row_tables, print_json
+
+BENCHMARKS = {
+    "layer": "one BN training step vs Keras' layer and the fused kernel",
+    "train": "a training run with keras_bn vs Keras' layer",
+    "fold": "ResNet50 fold time; unfolded/folded/BN-free inference latency",
+    "export": "TFLite and onnxruntime latency and size, unfolded/folded/BN-free",
+    "sync": "synchronized BN moments vs Keras on several replicas",
+}
+HELP = "run a benchmark; the remaining arguments go to it"
+EPILOG = (
+    "examples:\n"
+    + "".join(f"  keras-bn bench {n:<7} # {h}\n" for n, h in BENCHMARKS.items())
+    + "  keras-bn bench fold --help"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=list(BENCHMARKS))
+    parser.add_argument(
+        "args", nargs=argparse.REMAINDER, help="passed to the benchmark"
+    )
+
+
+def benchmark_parser(name: str, module, parser_class) -> argparse.ArgumentParser:
+    """`keras-bn bench NAME`'s own parser: common flags plus the module's."""
+    parser = parser_class(
+        prog=f"keras-bn bench {name}",
+        description=module.DESCRIPTION,
+        epilog=f"example: keras-bn bench {name} --json",
+    )
+    add_common(parser)
+    module.add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"keras_bn.bench.{args.name}")
+    parser = benchmark_parser(args.name, module, type(args.parser))
+    options = parser.parse_args(args.args)
+    args.json = options.json
+    rows = module.run(options)
+    if options.json:
+        print_json({"status": "ok", "benchmark": args.name, "rows": rows})
+    else:
+        print(format_row_tables(rows, module.COLUMNS))
+    return EXIT_OK

@@ -1,0 +1,95 @@
+"""`keras-bn check`: run a TFLite or ONNX file and compare it with a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from keras_bn.cli.arguments import QUANTIZE_CHOICES, non_negative_float
+from keras_bn.cli.errors import EXIT_OK, EXIT_PARITY, CommandError
+from keras_bn.cli.loading import existing_file, load_model
+from keras_bn.cli.output import format_table, print_json
+from keras_bn.cli.progress import Progress
+
+HELP = "run a TFLite or ONNX file and compare it with a Keras model"
+EPILOG = (
+    "example:\n  keras-bn check model.keras export/out/model.onnx\n"
+    "  keras-bn check model.keras model_int8.tflite --quantize int8 --data digits.npz"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument("file", metavar="FILE.tflite|FILE.onnx")
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        help="inputs: x_test of an .npz, or an .npy (default: seeded standard normal)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        help="the file's quantization, which sets the tolerance (default: float32)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=non_negative_float,
+        help="max relative error allowed (default: keras_bn.export.error_model's bound)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_bn.data import load_images
+    from keras_bn.export import check_parity
+
+    exported = existing_file(args.file, "exported file")
+    evaluation = None if args.data is None else load_images(args.data)[1]
+    model = load_model(args.model)
+    with Progress(["run and compare"], quiet=args.quiet, desc="check") as progress:
+        progress("run and compare")
+        report = check_parity(
+            model,
+            exported,
+            inputs=evaluation,
+            tolerance="error_model" if args.tolerance is None else args.tolerance,
+            quantize=args.quantize,
+        )
+    if args.json:
+        status = "ok" if report.passed else "parity_failure"
+        print_json({"status": status, "parity": report, "passed": report.passed})
+    else:
+        print(format_table([table_row(exported.name, report)], TABLE_COLUMNS))
+    if not report.passed:
+        raise CommandError(
+            f"parity failure: {exported.name} differs from the Keras model by a "
+            f"max relative error of {report.max_rel_error:.3e}, above the "
+            f"tolerance {report.tolerance:.3e}",
+            EXIT_PARITY,
+        )
+    return EXIT_OK
+
+
+TABLE_COLUMNS = [
+    "file",
+    "runtime",
+    "inputs",
+    "max abs error",
+    "max rel error",
+    "tolerance",
+    "top-1 agreement",
+    "result",
+]
+
+
+def table_row(name: str, report) -> dict:
+    """The check's one table row."""
+    top1 = report.top1_agreement
+    return {
+        "file": name,
+        "runtime": report.runtime,
+        "inputs": "x".join(map(str, report.input_shape)),
+        "max abs error": f"{report.max_abs_error:.2e}",
+        "max rel error": f"{report.max_rel_error:.2e}",
+        "tolerance": f"{report.tolerance:.2e}",
+        "top-1 agreement": "" if top1 is None else f"{top1:.2%}",
+        "result": "pass" if report.passed else "FAIL",
+    }

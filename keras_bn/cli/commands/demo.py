@@ -1,0 +1,93 @@
+"""`keras-bn demo`: train, fold, export and compare the demo CNN."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.cli.loading import existing_file
+from keras_bn.cli.output import format_table, print_json, size_text
+from keras_bn.cli.progress import Progress, training_progress
+
+HELP = (
+    "train a small CNN with keras_bn.BatchNormalization under XLA, fold it, "
+    "export TFLite (float32, int8) and ONNX, and compare them all on "
+    "held-out data"
+)
+EPILOG = (
+    "example:\n  keras-bn demo --epochs 8 --out export/out\n"
+    "  keras-bn demo --data mnist.npz   # x_train, y_train, x_test, y_test"
+)
+# The help text quotes keras_bn.demo's defaults without importing it (and
+# TensorFlow); tests/test_cli.py checks that they agree.
+DEFAULT_EPOCHS_TEXT = "8"
+DEFAULT_OUT_TEXT = "export/out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, help=f"default: {DEFAULT_EPOCHS_TEXT}")
+    parser.add_argument(
+        "--data",
+        metavar="FILE.npz",
+        help="x_train, y_train, x_test, y_test (default: scikit-learn's digits)",
+    )
+    parser.add_argument("--out", metavar="DIR", help=f"default: {DEFAULT_OUT_TEXT}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_bn import demo
+    from keras_bn.export import fold_report_to_dict
+
+    epochs = demo.DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    out = Path(demo.DEFAULT_OUT if args.out is None else args.out)
+    if epochs < 1:
+        raise CommandError(f"--epochs must be at least 1. Received: {epochs}")
+    data = None if args.data is None else str(existing_file(args.data, "data file"))
+    with Progress(demo.DEMO_STAGES, quiet=args.quiet, desc="demo") as progress:
+        result = demo.run_demo(
+            out,
+            epochs=epochs,
+            data=data,
+            on_stage=progress,
+            fit_callbacks=[training_progress(args.quiet)],
+        )
+    if args.json:
+        print_json(
+            {
+                "status": "ok",
+                "dataset": result.dataset,
+                "rows": result.rows,
+                "history": result.history,
+                "fold_report": fold_report_to_dict(result.fold_report),
+                "out": str(out.resolve()),
+            }
+        )
+        return EXIT_OK
+    print_table(result, epochs, out)
+    return EXIT_OK
+
+
+def print_table(result, epochs: int, out: Path) -> None:
+    """The data line, one row per artefact, the fold report, where files are."""
+    d = result.dataset
+    print(
+        f"{d['name']}: {d['train']} training and {d['test']} held-out images of "
+        f"shape {tuple(d['input_shape'])}, {d['classes']} classes; "
+        f"{epochs} epochs under XLA"
+    )
+    rows = [
+        {
+            "format": row.format,
+            "file": Path(row.path).name,
+            "size": size_text(row.file_size),
+            "accuracy": f"{row.accuracy:.2%}",
+            "max error vs Keras": f"{row.max_error:.1e}",
+            "BN ops left": str(row.bn_ops_left),
+            "latency (batch 1)": f"{row.latency_ms:.3f} ms",
+        }
+        for row in result.rows
+    ]
+    print(format_table(rows, list(rows[0])))
+    print(result.fold_report)
+    print(f"files in {out.resolve()}")

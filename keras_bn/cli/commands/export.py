@@ -1,0 +1,94 @@
+"""`keras-bn export`: fold and export a `.keras` model, each file checked."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from keras_bn.cli.arguments import QUANTIZE_CHOICES
+from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.cli.loading import load_model
+from keras_bn.cli.output import print_json
+from keras_bn.cli.progress import Progress
+
+HELP = (
+    "fold and export a Keras model to TFLite and/or ONNX; each file is "
+    "parity-checked before it is written"
+)
+EPILOG = (
+    "example:\n  keras-bn export model.keras --format all -o export/out\n"
+    "  keras-bn export model.keras --format tflite --quantize int8 --data digits.npz"
+)
+FORMAT_CHOICES = ("tflite", "onnx", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument(
+        "--format", choices=FORMAT_CHOICES, default="all", help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--quantize", choices=QUANTIZE_CHOICES, help="TFLite only (default: float32)"
+    )
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        help=".npz (x_train calibrates int8, x_test checks parity) or .npy "
+        "(both); default parity inputs: seeded standard normal",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="DIR", help="default: the model's directory"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=17, help="ONNX opset (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-fold", action="store_true", help="export the model as it is, BN included"
+    )
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, named by their flags."""
+    if args.quantize and args.format == "onnx":
+        raise CommandError(
+            "--quantize applies to TFLite only; use --format tflite or all"
+        )
+    if args.quantize == "int8" and args.data is None:
+        raise CommandError(
+            "--quantize int8 needs --data: typical input images (an .npz with "
+            "x_train, or an .npy) to calibrate the activation ranges"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_bn.data import load_images
+    from keras_bn.export import EXPORT_FORMATS, export_files
+
+    check_flags(args)
+    calibration = evaluation = None
+    if args.data is not None:
+        calibration, evaluation = load_images(args.data)
+    model = load_model(args.model)
+    out = Path(args.output) if args.output else Path(args.model).resolve().parent
+    out.mkdir(parents=True, exist_ok=True)
+    formats = list(EXPORT_FORMATS) if args.format == "all" else [args.format]
+    stages = [f"export {f}" for f in formats]
+    with Progress(stages, quiet=args.quiet, desc="export") as progress:
+        reports = export_files(
+            model,
+            out,
+            stem=Path(args.model).stem,
+            formats=formats,
+            quantize=args.quantize,
+            calibration=calibration,
+            evaluation=evaluation,
+            fold=not args.no_fold,
+            opset=args.opset,
+            on_format=lambda file_format: progress(f"export {file_format}"),
+        )
+    if args.json:
+        print_json({"status": "ok", "exports": reports})
+    else:
+        for report in reports:
+            print(report.summary())
+    return EXIT_OK

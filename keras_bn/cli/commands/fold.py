@@ -1,0 +1,83 @@
+"""`keras-bn fold`: fold every BN of a `.keras` model and verify the result."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from keras_bn.cli.arguments import non_negative_float
+from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.cli.loading import load_model
+from keras_bn.cli.output import print_json, size_text
+from keras_bn.cli.progress import Progress
+
+HELP = (
+    "fold every BatchNormalization of a Keras model into its neighbour "
+    "and verify the result"
+)
+EPILOG = "example:\n  keras-bn fold model.keras -o model_folded.keras"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.keras",
+        help="default: MODEL_folded.keras next to MODEL",
+    )
+    parser.add_argument(
+        "--rtol",
+        type=non_negative_float,
+        default=1e-4,
+        help="verification, relative to the output's scale (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--atol",
+        type=non_negative_float,
+        default=1e-5,
+        help="verification, absolute (default: %(default)s)",
+    )
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """`-o`, or `MODEL_folded.keras` next to the model; checked."""
+    if args.output is None:
+        return Path(args.model).with_name(f"{Path(args.model).stem}_folded.keras")
+    output = Path(args.output)
+    if output.suffix != ".keras":
+        raise CommandError(f"-o must name a .keras file. Received: {args.output!r}")
+    return output
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_bn.export import fold_report_to_dict
+    from keras_bn.folding import fold_batchnorm
+
+    output = output_path(args)  # a bad -o fails before the model is loaded
+    stages = ["load", "fold and verify", "save"]
+    with Progress(stages, quiet=args.quiet, desc="fold") as progress:
+        progress("load")
+        model = load_model(args.model)
+        if not output.parent.is_dir():
+            raise CommandError(
+                f"the directory of -o does not exist: {str(output.parent)!r}"
+            )
+        progress("fold and verify")
+        folded, report = fold_batchnorm(
+            model, rtol=args.rtol, atol=args.atol, return_report=True
+        )
+        progress("save")
+        folded.save(output)
+    if args.json:
+        print_json(
+            {
+                "status": "ok",
+                "output": str(output),
+                "fold_report": fold_report_to_dict(report),
+            }
+        )
+    else:
+        print(report)
+        print(f"wrote {output} ({size_text(output.stat().st_size)})")
+    return EXIT_OK

@@ -1,0 +1,80 @@
+"""What the command line prints on stdout: one JSON document, or tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def jsonable(value):
+    """`value` with reports, dataclasses, NumPy scalars and paths made JSON-ready.
+
+    Objects with a `to_dict()` (the library's reports) are asked for it.
+    """
+    if hasattr(value, "to_dict") and not isinstance(value, type):
+        return jsonable(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def print_json(payload: dict) -> None:
+    """Prints `payload` as one indented JSON document on stdout."""
+    print(json.dumps(jsonable(payload), indent=2))
+
+
+def size_text(n: int) -> str:
+    """Bytes as KiB with one decimal."""
+    return f"{n / 1024:.1f} KiB"
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A plain-text table, aligned, with `columns` as the header."""
+    cells = [[cell_text(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
+    ]
+    return "\n".join(lines)
+
+
+def cell_text(value: object) -> str:
+    """A table cell: floats to 3 significant digits, `None` empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def format_row_tables(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """One table per value of the rows' `"table"` key (benchmarks), in order.
+
+    Each table shows the `columns` its rows have; rows without a `"table"`
+    key form one table.
+    """
+    groups: dict[object, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("table"), []).append(row)
+    blocks = []
+    for name, group in groups.items():
+        shown = [c for c in columns if any(c in row for row in group)]
+        title = f"{name}\n" if name is not None else ""
+        blocks.append(title + format_table(group, shown))
+    return "\n\n".join(blocks)

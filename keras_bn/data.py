@@ -1,0 +1,180 @@
+"""The image data the demo trains on and the command line exports with.
+
+One set of rules for a user's NumPy files, shared by `keras-bn demo --data`
+and `keras-bn export/check --data`:
+
+- an `.npz` holds `x_train`, `y_train`, `x_test`, `y_test` (the demo needs
+  all four; export and check need `x_train` and/or `x_test`);
+- images are `(N, H, W)` (a channel axis is added) or `(N, H, W, C)`, of any
+  real dtype, used as float32 as given;
+- labels are non-negative integers `(N,)`;
+- export and check also accept an `.npy` holding one image array.
+
+Without a file, the demo uses scikit-learn's bundled 8×8 digits (no download).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+SPLIT_SEED = 0
+DEMO_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Images (N, H, W, C) float32 and integer labels, split for the demo."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    def describe(self) -> dict:
+        """Name, split sizes, input shape and number of classes (JSON-ready)."""
+        return {
+            "name": self.name,
+            "train": len(self.y_train),
+            "test": len(self.y_test),
+            "input_shape": list(self.x_train.shape[1:]),
+            "classes": self.num_classes,
+        }
+
+
+def read_numpy_file(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of an `.npy` or the arrays of an `.npz`, by name.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is a directory or not a NumPy file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise ValueError(f"data file must be a file. Received: {path!r} (a directory)")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path!r} is not a NumPy .npy or .npz file: {e}") from e
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        return {name: loaded[name] for name in loaded.files}
+
+
+def as_images(x: np.ndarray, name: str, path: str) -> np.ndarray:
+    """`x` as float32 images `(N, H, W, C)`, or a `ValueError` naming `name`."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.number) or len(x) == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty numeric array of images "
+            f"(N, H, W) or (N, H, W, C). Received: shape {x.shape}, "
+            f"dtype {x.dtype} in {path!r}"
+        )
+    return x.astype(np.float32)
+
+
+def as_labels(y: np.ndarray, name: str, path: str, length: int) -> np.ndarray:
+    """`y` as int64 class labels of `length`, or a `ValueError` naming `name`."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise ValueError(
+            f"`{name}` must be non-negative integer class labels of shape "
+            f"(N,). Received: shape {y.shape}, dtype {y.dtype} in {path!r}"
+        )
+    if len(y) != length:
+        raise ValueError(
+            f"`x_{name[2:]}` and `{name}` must have the same length. "
+            f"Received: {length} images and {len(y)} labels in {path!r}"
+        )
+    return y.astype(np.int64)
+
+
+def digits() -> Dataset:
+    """scikit-learn's 8×8 digits in [0, 1], split 80/20 stratified."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, data.target, test_size=0.2, random_state=SPLIT_SEED, stratify=data.target
+    )
+    return Dataset("digits", x_train, y_train, x_test, y_test)
+
+
+def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
+    """The digits split, or the four arrays of a user's `.npz` (module docstring).
+
+    Args:
+        path: `None` for the digits, or an `.npz` with `x_train`, `y_train`,
+            `x_test` and `y_test`.
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is not an `.npz` archive, misses an array, or an
+            array has the wrong rank, dtype or length.
+    """
+    if path is None:
+        return digits()
+    path = os.fspath(path)
+    arrays = read_numpy_file(path)
+    if not isinstance(arrays, dict):
+        raise ValueError(
+            "The data file must be a NumPy .npz archive with x_train, y_train, "
+            f"x_test, y_test; it holds a single array. Received: {path!r}"
+        )
+    missing = [k for k in DEMO_ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"The data file must hold x_train, y_train, x_test and y_test. "
+            f"Missing: {missing}. Received arrays: {sorted(arrays)} in {path!r}"
+        )
+    split = {}
+    for part in ("train", "test"):
+        x = as_images(arrays[f"x_{part}"], f"x_{part}", path)
+        split[f"x_{part}"] = x
+        split[f"y_{part}"] = as_labels(arrays[f"y_{part}"], f"y_{part}", path, len(x))
+    if split["x_train"].shape[1:] != split["x_test"].shape[1:]:
+        raise ValueError(
+            "`x_train` and `x_test` must have the same image shape. Received: "
+            f"{split['x_train'].shape[1:]} and {split['x_test'].shape[1:]} in {path!r}"
+        )
+    return Dataset(path, **split)
+
+
+def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """`(calibration, evaluation)` images from an `.npz` or `.npy` file.
+
+    An `.npz` gives `x_train` and `x_test` (either may be missing, the other
+    is used for both); an `.npy` gives one array for both. Arrays are returned
+    as stored: the exporters check their shape against the model.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is not a NumPy file or holds neither array.
+    """
+    path = os.fspath(path)
+    loaded = read_numpy_file(path)
+    if isinstance(loaded, np.ndarray):
+        return loaded, loaded
+    arrays = {k: loaded[k] for k in ("x_train", "x_test") if k in loaded}
+    if not arrays:
+        raise ValueError(
+            f"{path!r} must hold an array named x_train or x_test. "
+            f"Received arrays: {sorted(loaded)}"
+        )
+    train = arrays.get("x_train", arrays.get("x_test"))
+    return train, arrays.get("x_test", train)

@@ -1,0 +1,73 @@
+"""The steps every export shares: fold, convert, check against Keras, publish.
+
+`to_tflite` and `to_onnx` differ only in how they validate their own options
+and how they convert; everything else — folding a copy of the model, computing
+the Keras reference on the parity inputs, the error model's bound, the staged
+write that publishes only a checked file, and the report — is this one
+function, so the two formats cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_bn.export.error_model import parity_tolerance
+from keras_bn.export.parity import keras_outputs
+from keras_bn.export.prepare import model_to_export
+from keras_bn.export.report import ExportReport
+from keras_bn.export.staging import publish_checked
+
+# A converter takes the model to convert and returns the function that writes
+# the converted file to a (temporary) path.
+Converter = Callable[[keras.Model], Callable[[str], None]]
+
+
+def export_checked(
+    model: keras.Model,
+    path: str,
+    *,
+    file_format: str,
+    convert: Converter,
+    x: np.ndarray,
+    fold: bool,
+    quantize: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> ExportReport:
+    """Folds, converts, checks and publishes one file; the caller validated.
+
+    Args:
+        model: The caller's model (never modified); the parity reference.
+        path: The validated destination (`staging.validate_destination`).
+        file_format: `"tflite"` or `"onnx"`, for the report.
+        convert: Converts the model to export; returns a writer.
+        x: The validated parity inputs.
+        fold: Fold BatchNormalization layers first.
+        quantize: The quantization, which picks the error model's bound.
+        details: Format-specific facts for the report.
+
+    Returns:
+        The `ExportReport` of the published file.
+
+    Raises:
+        ParityError: The file does not match `model`; nothing is written.
+    """
+    exported, fold_report = model_to_export(model, fold)
+    write = convert(exported)
+    reference = keras_outputs(model, x)
+    tolerance = parity_tolerance(model, quantize)
+    parity, histogram = publish_checked(path, write, x, reference, tolerance)
+    return ExportReport(
+        path=path,
+        format=file_format,
+        file_size=os.path.getsize(path),
+        op_histogram=histogram,
+        parity=parity,
+        fold_report=fold_report,
+        quantize=quantize,
+        details=details or {},
+    )

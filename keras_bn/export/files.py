@@ -1,0 +1,121 @@
+"""Which files an export writes and which data calibrates or checks them.
+
+The command line and any script that exports "the usual set" of files go
+through `export_files`, so the naming (`<stem>.tflite`, `<stem>_int8.tflite`,
+`<stem>.onnx`) and the data rule (int8 is calibrated on the calibration
+split and checked on its first samples; float files are checked on the
+evaluation split) are decided once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_bn.export.onnx_export import to_onnx
+from keras_bn.export.report import ExportReport
+from keras_bn.export.tflite import to_tflite
+
+EXPORT_FORMATS = ("tflite", "onnx")
+DEFAULT_OPSET = 17
+
+
+def export_path(
+    directory: str | os.PathLike,
+    stem: str,
+    file_format: str,
+    quantize: str | None = None,
+) -> Path:
+    """`directory/<stem>[_<quantize>].<file_format>`.
+
+    Example:
+
+    >>> export_path("out", "digits_cnn", "tflite", "int8").as_posix()
+    'out/digits_cnn_int8.tflite'
+    """
+    if file_format not in EXPORT_FORMATS:
+        raise ValueError(
+            f"`file_format` must be one of {EXPORT_FORMATS}. "
+            f"Received: file_format={file_format!r}"
+        )
+    suffix = f"_{quantize}" if quantize else ""
+    return Path(directory) / f"{stem}{suffix}.{file_format}"
+
+
+def export_files(
+    model: keras.Model,
+    directory: str | os.PathLike,
+    *,
+    stem: str,
+    formats: Sequence[str] = EXPORT_FORMATS,
+    quantize: str | None = None,
+    calibration: np.ndarray | None = None,
+    evaluation: np.ndarray | None = None,
+    fold: bool = True,
+    opset: int = DEFAULT_OPSET,
+    on_format: Callable[[str], None] | None = None,
+) -> list[ExportReport]:
+    """Exports `model` to each format in `directory`, each file parity-checked.
+
+    Args:
+        model: The Keras model.
+        directory: An existing directory.
+        stem: The files' base name (see `export_path`).
+        formats: Any of `"tflite"`, `"onnx"`, in the order to write them.
+        quantize: TFLite only: `None`, `"float16"` or `"int8"`.
+        calibration: Typical inputs; calibrate int8 (required for it).
+        evaluation: Parity inputs for float files (default: seeded normal).
+        fold: Fold BatchNormalization layers first.
+        opset: The ONNX opset.
+        on_format: Called with each format as its export starts (progress).
+
+    Returns:
+        One `ExportReport` per format.
+
+    Raises:
+        ValueError: For an unknown format, `quantize` with ONNX only, or the
+            errors of `to_tflite` / `to_onnx`.
+        keras_bn.export.ParityError: A file does not match; it is not written.
+    """
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"`formats` must be a non-empty subset of {EXPORT_FORMATS}. "
+            f"Received: formats={list(formats)}"
+        )
+    if quantize and "tflite" not in formats:
+        raise ValueError(
+            f"`quantize` applies to TFLite only. Received: quantize={quantize!r} "
+            f"with formats={list(formats)}"
+        )
+    reports = []
+    for file_format in formats:
+        if on_format is not None:
+            on_format(file_format)
+        if file_format == "tflite":
+            int8 = quantize == "int8"
+            reports.append(
+                to_tflite(
+                    model,
+                    export_path(directory, stem, "tflite", quantize),
+                    fold=fold,
+                    quantize=quantize,
+                    representative_data=calibration if int8 else None,
+                    inputs=None if int8 else evaluation,
+                )
+            )
+        else:
+            reports.append(
+                to_onnx(
+                    model,
+                    export_path(directory, stem, "onnx"),
+                    fold=fold,
+                    opset=opset,
+                    inputs=evaluation,
+                )
+            )
+    return reports

@@ -1,0 +1,58 @@
+"""`keras_bn.data`: one set of rules for a user's `.npz` / `.npy` files."""
+
+import numpy as np
+import pytest
+
+from keras_bn.data import load_dataset, load_images
+
+
+def test_npy_gives_the_same_array_for_calibration_and_evaluation(tmp_path):
+    x = np.random.default_rng(0).normal(size=(3, 4, 4, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    calibration, evaluation = load_images(tmp_path / "x.npy")
+    np.testing.assert_array_equal(calibration, x)
+    np.testing.assert_array_equal(evaluation, x)
+
+
+@pytest.mark.parametrize("present", [("x_train",), ("x_test",), ("x_train", "x_test")])
+def test_npz_uses_either_split_for_both_when_one_is_missing(present, tmp_path):
+    arrays = {name: np.full((2, 3), i, np.float32) for i, name in enumerate(present)}
+    np.savez(tmp_path / "d.npz", **arrays)
+    calibration, evaluation = load_images(tmp_path / "d.npz")
+    train = arrays["x_train"] if "x_train" in arrays else arrays["x_test"]
+    test = arrays["x_test"] if "x_test" in arrays else arrays["x_train"]
+    np.testing.assert_array_equal(calibration, train)
+    np.testing.assert_array_equal(evaluation, test)
+
+
+@pytest.mark.parametrize(
+    "write, error, fragment",
+    [
+        (lambda p: np.savez(p, y=np.zeros(2)), ValueError, "x_train or x_test"),
+        (lambda p: p.write_text("text"), ValueError, "not a NumPy .npy or .npz"),
+        (lambda p: None, FileNotFoundError, "does not exist"),
+    ],
+)
+def test_bad_files_name_the_problem(write, error, fragment, tmp_path):
+    path = tmp_path / "d.npz"
+    write(path)
+    with pytest.raises(error, match=fragment):
+        load_images(path)
+
+
+def test_dataset_adds_a_channel_axis_and_rejects_mismatched_lengths(tmp_path):
+    rng = np.random.default_rng(0)
+    good = {
+        "x_train": rng.integers(0, 255, (6, 5, 5)).astype(np.uint8),
+        "y_train": np.arange(6) % 3,
+        "x_test": rng.integers(0, 255, (2, 5, 5)).astype(np.uint8),
+        "y_test": np.array([0, 2]),
+    }
+    np.savez(tmp_path / "good.npz", **good)
+    data = load_dataset(tmp_path / "good.npz")
+    assert data.x_train.shape == (6, 5, 5, 1) and data.x_train.dtype == np.float32
+    np.testing.assert_array_equal(data.x_train[..., 0], good["x_train"])
+    assert data.describe()["classes"] == 3
+    np.savez(tmp_path / "bad.npz", **{**good, "y_test": np.array([0, 1, 2])})
+    with pytest.raises(ValueError, match="must have the same length"):
+        load_dataset(tmp_path / "bad.npz")
