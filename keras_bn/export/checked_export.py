@@ -21,6 +21,7 @@ from keras_bn.export.parity import keras_outputs
 from keras_bn.export.prepare import model_to_export
 from keras_bn.export.report import ExportReport
 from keras_bn.export.staging import publish_checked
+from keras_bn.population import with_population_statistics
 
 # A converter takes the model to convert and returns the function that writes
 # the converted file to a (temporary) path.
@@ -37,6 +38,7 @@ def export_checked(
     fold: bool,
     quantize: str | None = None,
     details: dict[str, Any] | None = None,
+    population_data: Any = None,
 ) -> ExportReport:
     """Folds, converts, checks and publishes one file; the caller validated.
 
@@ -49,6 +51,9 @@ def export_checked(
         fold: Fold BatchNormalization layers first.
         quantize: The quantization, which picks the error model's bound.
         details: Format-specific facts for the report.
+        population_data: Batches on which population statistics are
+            re-estimated (on a copy) before folding; the recalibrated copy is
+            then both what is exported and the parity reference.
 
     Returns:
         The `ExportReport` of the published file.
@@ -56,7 +61,14 @@ def export_checked(
     Raises:
         ParityError: The file does not match `model`; nothing is written.
     """
+    population = None
+    if population_data is not None:
+        model, population = with_population_statistics(
+            model, population_data, verbose=0
+        )
     exported, fold_report = model_to_export(model, fold)
+    if fold_report is not None:
+        fold_report.population = population
     write = convert(exported)
     reference = keras_outputs(model, x)
     tolerance = parity_tolerance(model, quantize)
@@ -70,4 +82,5 @@ def export_checked(
         fold_report=fold_report,
         quantize=quantize,
         details=details or {},
+        population=population,
     )

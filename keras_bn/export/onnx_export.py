@@ -15,6 +15,7 @@ file has exactly one input.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import keras
 import numpy as np
@@ -69,6 +70,7 @@ def to_onnx(
     fold: bool = True,
     opset: int = 17,
     inputs: np.ndarray | None = None,
+    population_data: Any = None,
 ) -> ExportReport:
     """Folds `model`'s BatchNormalization layers and writes an ONNX file.
 
@@ -90,6 +92,11 @@ def to_onnx(
         opset: ONNX opset, 13 to 18.
         inputs: Float32 inputs for the parity check, batch first. Defaults to
             8 seeded standard-normal samples.
+        population_data: Batches (an array, a `tf.data.Dataset` or an
+            iterable, as `keras_bn.population_statistics` takes them) on which
+            the population statistics are re-estimated on a copy of `model`
+            before folding; the file then carries them, and parity is checked
+            against that recalibrated copy. `model` itself is untouched.
 
     Returns:
         An `ExportReport`: path, file size, op histogram, parity, fold report.
@@ -135,4 +142,5 @@ def to_onnx(
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx.__version__,
         },
+        population_data=population_data,
     )

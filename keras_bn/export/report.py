@@ -80,6 +80,8 @@ class ExportReport:
             `fold=False`.
         quantize: `None`, `"float16"` or `"int8"` (TFLite only).
         details: Format-specific facts (ONNX opset, converter versions).
+        population: The `keras_bn.PopulationReport` of the statistics
+            re-estimated before export (`population_data=`), or `None`.
     """
 
     path: str
@@ -90,6 +92,7 @@ class ExportReport:
     fold_report: Any = None
     quantize: str | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    population: Any = None
 
     def count(self, *op_types: str) -> int:
         """Number of operators whose type is one of `op_types`."""
@@ -118,6 +121,9 @@ class ExportReport:
             "fold_report": fold_report_to_dict(self.fold_report),
             "quantize": self.quantize,
             "details": dict(self.details),
+            "population": None
+            if self.population is None
+            else self.population.to_dict(),
             "parity_passed": self.parity.passed,
         }
 
@@ -162,17 +168,7 @@ class ParityError(RuntimeError):
 
 
 def fold_report_to_dict(report: Any) -> dict[str, Any] | None:
-    """A `keras_bn.folding.FoldReport` as JSON-ready fields (`None` stays `None`).
-
-    Uses the report's own `to_dict` where it has one.
-    """
+    """A `keras_bn.folding.FoldReport` as JSON-ready fields (`None` stays `None`)."""
     if report is None:
         return None
-    if hasattr(report, "to_dict"):
-        return report.to_dict()
-    return {
-        "entries": [dataclasses.asdict(entry) for entry in report],
-        "folded": len(report.folded),
-        "total": len(report),
-        "max_error": report.max_error,
-    }
+    return report.to_dict()

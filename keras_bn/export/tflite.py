@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -110,6 +111,7 @@ def to_tflite(
     quantize: str | None = None,
     representative_data: np.ndarray | None = None,
     inputs: np.ndarray | None = None,
+    population_data: Any = None,
 ) -> ExportReport:
     """Folds `model`'s BatchNormalization layers and writes a TFLite file.
 
@@ -134,6 +136,11 @@ def to_tflite(
             standard-normal samples, or for int8 to the first 256 samples of
             `representative_data` (int8 is only accurate on the calibrated
             distribution).
+        population_data: Batches (an array, a `tf.data.Dataset` or an
+            iterable, as `keras_bn.population_statistics` takes them) on which
+            the population statistics are re-estimated on a copy of `model`
+            before folding; the file then carries them, and parity is checked
+            against that recalibrated copy. `model` itself is untouched.
 
     Returns:
         An `ExportReport`. For int8, `report.parity.top1_agreement` is the
@@ -172,4 +179,5 @@ def to_tflite(
         fold=fold,
         quantize=quantize,
         details={"tensorflow": tf.__version__},
+        population_data=population_data,
     )

@@ -11,6 +11,7 @@ from keras_bn.folding.verification import (
     compare_models,
     random_batch,
 )
+from keras_bn.population import with_population_statistics
 
 __all__ = ["fold_batchnorm"]
 
@@ -22,6 +23,7 @@ def fold_batchnorm(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     data=None,
+    population_data=None,
     return_report: bool = False,
 ) -> keras.Model | tuple[keras.Model, FoldReport]:
     """Returns a copy of `model` for inference with Batch Normalization folded.
@@ -57,6 +59,12 @@ def fold_batchnorm(
         atol: absolute tolerance.
         data: the verification batch, in the structure `model` takes;
             `None` draws a seeded standard-normal batch of 2.
+        population_data: if given, batches (as `keras_bn.population_statistics`
+            takes them: an array, a `tf.data.Dataset` or an iterable) on which
+            the population statistics of Algorithm 2 are re-estimated on a copy
+            of `model` before folding, so the folded model carries them instead
+            of the moving averages. Verification then compares against that
+            recalibrated copy. The caller's model is untouched either way.
         return_report: also return a `FoldReport`.
 
     Returns:
@@ -85,8 +93,13 @@ def fold_batchnorm(
     """
     check_foldable_model(model)
     check_tolerances(rtol=rtol, atol=atol)
+    population = None
+    if population_data is not None:
+        model, population = with_population_statistics(
+            model, population_data, verbose=0
+        )
     folded, entries = fold_graph(model)
-    report = FoldReport(entries=entries)
+    report = FoldReport(entries=entries, population=population)
     if verify:
         batch = random_batch(model) if data is None else data
         report.max_error = compare_models(model, folded, batch, rtol=rtol, atol=atol)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 __all__ = ["FoldEntry", "FoldReport"]
 
@@ -53,10 +54,13 @@ class FoldReport:
         max_error: the largest difference between original and folded
             outputs on the verification batch, relative to the output's
             largest magnitude, or `None` when `verify=False`.
+        population: the `keras_bn.PopulationReport` of the statistics
+            re-estimated before folding (`population_data=`), or `None`.
     """
 
     entries: list[FoldEntry] = field(default_factory=list)
     max_error: float | None = None
+    population: Any = None
 
     def __iter__(self) -> Iterator[FoldEntry]:
         return iter(self.entries)
@@ -88,11 +92,28 @@ class FoldReport:
             f"No Batch Normalization at path {batchnorm!r}. Known paths: {known}"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready fields."""
+        return {
+            "entries": [asdict(entry) for entry in self.entries],
+            "folded": len(self.folded),
+            "total": len(self.entries),
+            "max_error": self.max_error,
+            "population": None
+            if self.population is None
+            else self.population.to_dict(),
+        }
+
     def __str__(self) -> str:
         head = (
             f"{len(self.folded)} of {len(self.entries)} Batch Normalization "
             "calls folded"
         )
+        if self.population is not None:
+            head += (
+                "; population statistics re-estimated on "
+                f"{self.population.batches} batches"
+            )
         if self.max_error is not None:
             head += f"; verified, max relative error {self.max_error:.2e}"
         return "\n".join([head, *("  " + e.describe() for e in self.entries)])
