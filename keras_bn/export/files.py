@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -57,6 +58,7 @@ def export_files(
     evaluation: np.ndarray | None = None,
     fold: bool = True,
     opset: int = DEFAULT_OPSET,
+    population_data: Any = None,
     on_format: Callable[[str], None] | None = None,
 ) -> list[ExportReport]:
     """Exports `model` to each format in `directory`, each file parity-checked.
@@ -71,6 +73,8 @@ def export_files(
         evaluation: Parity inputs for float files (default: seeded normal).
         fold: Fold BatchNormalization layers first.
         opset: The ONNX opset.
+        population_data: Batches on which each export re-estimates the
+            population statistics (on a copy) before folding.
         on_format: Called with each format as its export starts (progress).
 
     Returns:
@@ -106,6 +110,7 @@ def export_files(
                     quantize=quantize,
                     representative_data=calibration if int8 else None,
                     inputs=None if int8 else evaluation,
+                    population_data=population_data,
                 )
             )
         else:
@@ -116,6 +121,7 @@ def export_files(
                     fold=fold,
                     opset=opset,
                     inputs=evaluation,
+                    population_data=population_data,
                 )
             )
     return reports
