@@ -29,6 +29,17 @@ The gradient closure keeps the input `x` (alive anyway) and per-channel
 vectors; x̂ is recomputed in the backward pass, which XLA fuses into the
 reductions, instead of keeping a second activation-sized tensor.
 
+Speed: the work is four stages, each an XLA-compiled `tf.function` (one per
+input rank, see `compiled`): the local moments (two passes over `x`), the
+normalization (one pass), the backward sums Σdy and Σdy·x̂ (one pass over
+`x` and `dy`) and `dx` (one pass). A plain `tf.function` (Keras' default on
+a CPU) or an eager call would otherwise run every elementwise op as its own
+kernel over the whole tensor; compiled, each stage is one or two fused
+loops. Inside an XLA-compiled caller the stages are inlined. With
+`synchronized=True` they run uncompiled: all-reduces sit between them, and
+TF 2.21 compiles no collectives on CPU under XLA, so that combination is
+left to TensorFlow's own kernels.
+
 Nothing here knows about Keras variables; `keras_bn.layers` owns state.
 """
 
@@ -40,10 +51,6 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-# Each stage is compiled by XLA on its own, also inside a plain `tf.function`
-# or eagerly: XLA fuses the elementwise work into the reductions, where TF's
-# graph executor would run one kernel and one pass over the data per op.
-# Inside an XLA-compiled caller the stages are simply inlined.
 # One compiled function per stage and rank: `reduce_retracing` then relaxes
 # only the sizes (a new batch size does not retrace), never the rank.
 COMPILE = {"jit_compile": True, "reduce_retracing": True, "autograph": False}
@@ -123,8 +130,9 @@ def moments(
     Args:
         x: input of any float dtype; computation is in `statistics_dtype`.
         axes: the axes to reduce; the result keeps them with size 1.
-        weights: optional non-negative weights broadcastable to `x` (a mask
-            with the channel axes of size 1).
+        weights: optional non-negative weights broadcastable to `x` (a
+            Keras mask with a trailing axis, broadcast along the reduced
+            axes).
         synchronized: reduce over every replica of the current
             `tf.distribute` strategy. Per-replica counts, means and centered
             sums of squares are combined with Chan et al.'s parallel formula
