@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_bn
-from tests.helpers.layers import assert_close, bn_pair, train_step
+from tests.helpers.layers import assert_close, bn_pair, random_bn_weights, train_step
 
 KERAS_MASK_CASES = {
     # Behind a Masking layer with axis=1 the mask (5, 2) → (5, 2, 1) varies
@@ -146,3 +146,20 @@ def test_integer_input_in_a_compiled_function_matches_numpy():
     x64 = x.astype("float64")
     expected = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-3)
     assert_close(y, expected)
+
+
+def test_a_channel_the_mask_hides_keeps_its_moving_statistics(rng):
+    """axis=1 behind a mask: channel 2 is hidden in every example."""
+    layer = keras_bn.BatchNormalization(axis=1, momentum=0.0)
+    layer.build((6, 4, 3))
+    layer.set_weights(random_bn_weights(layer, rng))
+    before = layer.get_weights()
+    x = rng.normal(size=(6, 4, 3))
+    mask = np.ones((6, 4), bool)
+    mask[:, 2] = False
+    layer(tf.constant(x, "float32"), training=True, mask=tf.constant(mask))
+    mean, variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    assert mean[2] == before[2][2] and variance[2] == before[3][2]
+    visible = [0, 1, 3]  # momentum 0: this batch's statistics
+    assert_close(mean[visible], x.mean((0, 2))[visible])
+    assert_close(variance[visible], x.var((0, 2))[visible])
