@@ -46,10 +46,12 @@ class _Layout(NamedTuple):
     param_shape: list[int]
 
     @classmethod
-    def of(cls, roles: list[str], broadcast_shape: list[int]) -> _Layout:
+    def of(
+        cls, roles: list[str], broadcast_shape: list[int], *, merge: bool = True
+    ) -> _Layout:
         runs: list[list[int]] = []
         for axis, role in enumerate(roles):
-            if runs and roles[runs[-1][0]] == role:
+            if merge and runs and roles[runs[-1][0]] == role:
                 runs[-1].append(axis)
             else:
                 runs.append([axis])
@@ -442,7 +444,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if grouped:
             x, weights = self._group(inputs, weights)
         # Adjacent axes with the same role are merged (N, H, W, C → N·H·W, C):
-        # the math is unchanged and XLA's CPU reductions run ~1.3x faster.
+        # the math is unchanged and XLA's CPU reductions over the leading axis
+        # run ~1.7x faster. With a channel axis before reduced trailing axes
+        # (N, C, H, W) merging H·W makes them ~1.6x slower, so it stays 4-D.
+        channels_last = inputs.shape.rank - 1 in self._channel_axes_
         layout = _Layout.of(
             ["group"] * grouped
             + [
@@ -450,6 +455,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 for a in range(inputs.shape.rank)
             ],
             ([1] * grouped) + self._broadcast_shape,
+            merge=channels_last,
         )
         x = layout.collapse(x)
         weights = None if weights is None else layout.collapse(weights)
