@@ -29,15 +29,39 @@ The gradient closure keeps the input `x` (alive anyway) and per-channel
 vectors; x̂ is recomputed in the backward pass, which XLA fuses into the
 reductions, instead of keeping a second activation-sized tensor.
 
+Speed: the work is four stages, each an XLA-compiled `tf.function` (one per
+input rank, see `compiled`): the local moments (two passes over `x`), the
+normalization (one pass), the backward sums Σdy and Σdy·x̂ (one pass over
+`x` and `dy`) and `dx` (one pass). A plain `tf.function` (Keras' default on
+a CPU) or an eager call would otherwise run every elementwise op as its own
+kernel over the whole tensor; compiled, each stage is one or two fused
+loops. Inside an XLA-compiled caller the stages are inlined. With
+`synchronized=True` they run uncompiled: all-reduces sit between them, and
+TF 2.21 compiles no collectives on CPU under XLA, so that combination is
+left to TensorFlow's own kernels.
+
 Nothing here knows about Keras variables; `keras_bn.layers` owns state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import tensorflow as tf
+
+# One compiled function per stage and rank: `reduce_retracing` then relaxes
+# only the sizes (a new batch size does not retrace), never the rank.
+COMPILE = {"jit_compile": True, "reduce_retracing": True, "autograph": False}
+
+
+@functools.cache
+def compiled(stage: Callable, rank: int) -> Callable:
+    """`stage` as an XLA-compiled `tf.function` for inputs of rank `rank`."""
+    del rank  # part of the cache key only
+    return tf.function(stage, **COMPILE)
+
 
 __all__ = [
     "BatchStats",
@@ -106,8 +130,9 @@ def moments(
     Args:
         x: input of any float dtype; computation is in `statistics_dtype`.
         axes: the axes to reduce; the result keeps them with size 1.
-        weights: optional non-negative weights broadcastable to `x` (a mask
-            with the channel axes of size 1).
+        weights: optional non-negative weights broadcastable to `x` (a
+            Keras mask with a trailing axis, broadcast along the reduced
+            axes).
         synchronized: reduce over every replica of the current
             `tf.distribute` strategy. Per-replica counts, means and centered
             sums of squares are combined with Chan et al.'s parallel formula
@@ -117,33 +142,36 @@ def moments(
     Returns:
         A `BatchStats`; `count` is the (weighted) number of values per channel.
     """
-    axes = sorted(a % x.shape.rank for a in axes)
-    dtype = statistics_dtype(x.dtype)
-    x = tf.cast(x, dtype)
-    shift = tf.stop_gradient(_first_element(x, axes))
-    if weights is None:
-        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), dtype)
-        count = tf.ones_like(shift) * count
-    else:
-        weights = tf.cast(weights, dtype)
-        count = tf.reduce_sum(tf.ones_like(x) * weights, axes, keepdims=True)
-    centered = x - shift
-    if weights is not None:
-        centered = centered * weights
-    local_sum = tf.reduce_sum(centered, axes, keepdims=True)
-    local_offset = tf.math.divide_no_nan(local_sum, count)
-    deviation = x - shift - local_offset
-    squared = (
-        tf.square(deviation) if weights is None else weights * tf.square(deviation)
-    )
-    local_m2 = tf.reduce_sum(squared, axes, keepdims=True)
-
-    stats = (count, shift, local_offset, local_m2)
+    axes = tuple(sorted(a % x.shape.rank for a in axes))
+    # All-reduces stay outside XLA: TF 2.21 compiles no CPU collectives.
+    local = _local_moments if synchronized else compiled(_local_moments, x.shape.rank)
+    stats = local(x, weights, axes)
     if synchronized:
         stats = _combine_replicas(*stats)
     count, shift, offset, m2 = stats
     variance = tf.math.divide_no_nan(m2, count)
     return BatchStats(shift, offset, variance, count)
+
+
+def _local_moments(x, weights, axes):
+    """(count, shift, offset, M2) of this replica's batch: the shifted two passes."""
+    dtype = statistics_dtype(x.dtype)
+    x = tf.cast(x, dtype)
+    shift = tf.stop_gradient(_first_element(x, axes))
+    centered = x - shift
+    if weights is None:
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), dtype)
+        count = tf.ones_like(shift) * count
+        local_sum = tf.reduce_sum(centered, axes, keepdims=True)
+    else:
+        weights = tf.cast(weights, dtype)
+        count = tf.reduce_sum(tf.ones_like(x) * weights, axes, keepdims=True)
+        local_sum = tf.reduce_sum(centered * weights, axes, keepdims=True)
+    offset = tf.math.divide_no_nan(local_sum, count)
+    squared = tf.math.squared_difference(centered, offset)
+    if weights is not None:
+        squared = weights * squared
+    return count, shift, offset, tf.reduce_sum(squared, axes, keepdims=True)
 
 
 def _combine_replicas(count, shift, offset, m2):
@@ -252,49 +280,81 @@ def batch_norm_train(
     >>> y = batch_norm_train(x, tf.ones((1, 4)), tf.zeros((1, 4)), stats,
     ...                      axes=[0], epsilon=1e-3)
     """
-    axes = sorted(a % x.shape.rank for a in axes)
+    axes = tuple(sorted(a % x.shape.rank for a in axes))
     # The statistics' dependence on x is part of the closed-form dx below.
     stats = BatchStats(*(tf.stop_gradient(t) for t in stats))
     dtype = stats.variance.dtype
     inv_std = tf.math.rsqrt(stats.variance + tf.constant(epsilon, dtype))
-    shift, offset, count = stats.shift, stats.offset, stats.count
+    mean = (stats.shift, stats.offset)
     gamma = tf.cast(gamma, dtype)
     beta = tf.cast(beta, dtype)
+    if weights is not None:
+        weights = tf.cast(weights, dtype)
     param_shape = gamma.shape
+    # All-reduces stay outside XLA: TF 2.21 compiles no CPU collectives.
+    stages = [_normalize, _backward_sums, _backward_dx]
+    if not synchronized:
+        stages = [compiled(stage, x.shape.rank) for stage in stages]
+    normalize_forward, backward_sums, backward_dx = stages
 
     @tf.custom_gradient
     def normalize(x, gamma, beta):
-        x_hat = (tf.cast(x, dtype) - shift - offset) * inv_std
-        scaled = x_hat if r is None else x_hat * r + d
-        y = scaled * gamma + beta
+        y = normalize_forward(x, mean, inv_std, gamma, beta, r, d)
 
         def grad(dy):
-            dy = tf.cast(dy, dtype)
-            # Recomputed rather than kept: XLA fuses it into the reductions.
-            x_hat = (tf.cast(x, dtype) - shift - offset) * inv_std
-            sum_dy = tf.reduce_sum(dy, axes, keepdims=True)
-            sum_dy_x_hat = tf.reduce_sum(dy * x_hat, axes, keepdims=True)
+            sum_dy, sum_dy_x_hat = backward_sums(dy, x, mean, inv_std, axes)
             if synchronized:
                 total_dy, total_dy_x_hat = cross_replica_sum([sum_dy, sum_dy_x_hat])
             else:
                 total_dy, total_dy_x_hat = sum_dy, sum_dy_x_hat
-            mean_dy = tf.math.divide_no_nan(total_dy, count)
-            mean_dy_x_hat = tf.math.divide_no_nan(total_dy_x_hat, count)
-            correction = mean_dy + x_hat * mean_dy_x_hat
-            if weights is not None:
-                correction = correction * tf.cast(weights, dtype)
             scale = gamma * inv_std if r is None else gamma * r * inv_std
-            dx = scale * (dy - correction)
-            d_gamma = sum_dy_x_hat if r is None else r * sum_dy_x_hat + d * sum_dy
-            return (
-                tf.cast(dx, x.dtype),
-                _sum_to(d_gamma, param_shape),
-                _sum_to(sum_dy, param_shape),
+            dx = backward_dx(
+                dy,
+                x,
+                mean,
+                inv_std,
+                scale,
+                tf.math.divide_no_nan(total_dy, stats.count),
+                tf.math.divide_no_nan(total_dy_x_hat, stats.count),
+                weights,
             )
+            d_gamma = sum_dy_x_hat if r is None else r * sum_dy_x_hat + d * sum_dy
+            return dx, _sum_to(d_gamma, param_shape), _sum_to(sum_dy, param_shape)
 
-        return tf.cast(y, x.dtype), grad
+        return y, grad
 
     return normalize(x, gamma, beta)
+
+
+def _x_hat(x, mean, inv_std):
+    shift, offset = mean
+    # Centered before it is scaled, so a large mean cannot cancel the signal.
+    return (tf.cast(x, inv_std.dtype) - shift - offset) * inv_std
+
+
+def _normalize(x, mean, inv_std, gamma, beta, r, d):
+    x_hat = _x_hat(x, mean, inv_std)
+    scaled = x_hat if r is None else x_hat * r + d
+    return tf.cast(scaled * gamma + beta, x.dtype)
+
+
+def _backward_sums(dy, x, mean, inv_std, axes):
+    """Σdy and Σdy·x̂ over `axes`; x̂ is recomputed, fused into the sums."""
+    dy = tf.cast(dy, inv_std.dtype)
+    x_hat = _x_hat(x, mean, inv_std)
+    return (
+        tf.reduce_sum(dy, axes, keepdims=True),
+        tf.reduce_sum(dy * x_hat, axes, keepdims=True),
+    )
+
+
+def _backward_dx(dy, x, mean, inv_std, scale, mean_dy, mean_dy_x_hat, weights):
+    """dx = γ·r/σ · (dy − w·(mean(dy) + x̂·mean(dy·x̂))), in x's dtype."""
+    x_hat = _x_hat(x, mean, inv_std)
+    correction = mean_dy + x_hat * mean_dy_x_hat
+    if weights is not None:
+        correction = correction * weights
+    return tf.cast(scale * (tf.cast(dy, inv_std.dtype) - correction), x.dtype)
 
 
 def batch_norm_inference(

@@ -1,12 +1,13 @@
 """virtual_batch_size (ghost batches) and the unbiased moving variance, against NumPy."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_bn
 from tests import tolerances as tol
-from tests.test_layers import assert_close, random_bn_weights
+from tests.helpers.layers import assert_close, random_bn_weights
 
 
 def _ghost_reference(x, k, epsilon):
@@ -77,10 +78,89 @@ def test_ghost_with_renorm_gradient_matches_autodiff_float64(rng):
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
 
 
-def test_batch_not_divisible_by_the_virtual_batch_size_is_rejected():
-    layer = keras_bn.BatchNormalization(virtual_batch_size=4, name="ghost_bn")
-    with pytest.raises(ValueError, match="ghost_bn.*divisible.*batch size 6"):
-        layer(tf.zeros((6, 3)), training=True)
+def _partial_ghost_reference(x, k, epsilon):
+    """Groups of k consecutive rows, the remainder one smaller group, in float64.
+
+    The moving statistics are the groups' averaged with each group weighted
+    by its size (keras_bn's documented rule).
+    """
+    x = x.astype("float64")
+    ys, means, variances, sizes = [], [], [], []
+    for start in range(0, len(x), k):
+        group = x[start : start + k]
+        axes = tuple(range(group.ndim - 1))
+        mean, variance = group.mean(axes), group.var(axes)
+        ys.append((group - mean) / np.sqrt(variance + epsilon))
+        means.append(mean)
+        variances.append(variance)
+        sizes.append(len(group))
+    sizes = np.array(sizes, "float64")[:, None]
+    average = lambda v: (sizes * np.array(v)).sum(0) / sizes.sum()  # noqa: E731
+    return np.concatenate(ys), average(means), average(variances)
+
+
+# "function" leaves the batch size unknown when traced, as `fit` does.
+PARTIAL_MODES = {
+    "eager": lambda f, shape: f,
+    "function": lambda f, shape: tf.function(
+        f, input_signature=[tf.TensorSpec((None, *shape[1:]))]
+    ),
+    "xla": lambda f, shape: tf.function(f, jit_compile=True),
+}
+
+
+@pytest.mark.parametrize("mode", PARTIAL_MODES)
+@pytest.mark.parametrize("shape, k", [((10, 3), 4), ((3, 3), 4), ((7, 2, 2, 3), 3)])
+def test_partial_ghost_batch_normalizes_the_remainder_as_one_group(rng, mode, shape, k):
+    layer = keras_bn.BatchNormalization(virtual_batch_size=k, momentum=0.0)
+    layer.build((None, *shape[1:]))
+    x = rng.normal(2.0, 3.0, shape).astype("float32")
+    x[-1] += 5.0  # the last group unlike the others
+    y = PARTIAL_MODES[mode](lambda x: layer(x, training=True), shape)(tf.constant(x))
+    expected, mean, variance = _partial_ghost_reference(x, k, layer.epsilon)
+    assert_close(y, expected)
+    assert_close(layer.moving_mean.numpy(), mean)
+    assert_close(layer.moving_variance.numpy(), variance)
+
+
+def test_partial_ghost_gradient_matches_finite_differences_float64(rng):
+    layer = keras_bn.BatchNormalization(virtual_batch_size=4, dtype="float64")
+    layer.build((10, 3))
+    layer.set_weights(random_bn_weights(layer, rng))
+    x = tf.constant(rng.normal(size=(10, 3)))
+    # Groups of 4, 4 and 2: as above, a small step for the small groups.
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda x: layer(x, training=True), [x], delta=1e-5
+    )
+    assert np.max(np.abs(theoretical[0] - numerical[0])) <= tol.GRADIENT_CHECK_FLOAT64
+
+
+def test_partial_ghost_batch_with_mask_matches_numpy(rng):
+    layer = keras_bn.BatchNormalization(virtual_batch_size=4, momentum=0.0)
+    x = rng.normal(size=(6, 5, 2)).astype("float32")
+    mask = rng.uniform(size=(6, 5)) > 0.3
+    y = layer(tf.constant(x), training=True, mask=tf.constant(mask))
+    x64, w = x.astype("float64"), mask[..., None].astype("float64")
+    expected = np.empty_like(x64)
+    for rows in (slice(0, 4), slice(4, 6)):
+        g, gw = x64[rows], w[rows]
+        mean = (g * gw).sum((0, 1)) / gw.sum((0, 1))
+        variance = (gw * (g - mean) ** 2).sum((0, 1)) / gw.sum((0, 1))
+        expected[rows] = (g - mean) / np.sqrt(variance + layer.epsilon)
+    assert_close(y, expected)
+
+
+def test_fit_trains_on_a_last_batch_smaller_than_the_virtual_batch_size(rng):
+    """200 examples in batches of 32 leave a last batch of 8 < k = 16."""
+    x = rng.normal(1.0, 2.0, (200, 3)).astype("float32")
+    bn = keras_bn.BatchNormalization(virtual_batch_size=16, momentum=0.0)
+    model = keras.Sequential([keras.Input((3,)), bn])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model.fit(x, x, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    # momentum 0: the statistics of the last batch, one group of 8.
+    last = x[192:].astype("float64")
+    assert_close(bn.moving_mean.numpy(), last.mean(0))
+    assert_close(bn.moving_variance.numpy(), last.var(0))
 
 
 def test_inference_ignores_the_virtual_batch_size(rng):

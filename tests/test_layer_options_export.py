@@ -11,7 +11,7 @@ import pytest
 
 import keras_bn
 from keras_bn.export import to_onnx, to_tflite
-from tests.test_layers import random_bn_weights
+from tests.helpers.layers import random_bn_weights
 
 OPTIONS = {
     "synchronized": {"synchronized": True},

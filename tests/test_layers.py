@@ -7,49 +7,7 @@ import tensorflow as tf
 
 import keras_bn
 from tests import tolerances as tol
-
-
-def random_bn_weights(layer, rng):
-    """Non-default values for every weight, so parity cannot hold by accident."""
-    values = []
-    for w in layer.weights:
-        shape = tuple(w.shape)
-        if "variance" in w.name or "stddev" in w.name:
-            values.append(rng.uniform(0.5, 2.0, shape))
-        elif w.name == "gamma":
-            values.append(rng.normal(1.0, 0.3, shape))
-        else:
-            values.append(rng.normal(0.0, 0.5, shape))
-    return [v.astype(layer.weights[0].dtype) for v in values]
-
-
-def assert_close(actual, expected, rtol=tol.PARITY_FLOAT32_RTOL):
-    """Max error relative to the largest reference value."""
-    actual, expected = np.asarray(actual, "float64"), np.asarray(expected, "float64")
-    assert actual.shape == expected.shape
-    scale = max(np.max(np.abs(expected)), 1e-30)
-    assert np.max(np.abs(actual - expected)) <= rtol * scale
-
-
-def _pair(rng, input_shape, **kwargs):
-    ours = keras_bn.BatchNormalization(**kwargs)
-    theirs = keras.layers.BatchNormalization(**kwargs)
-    ours.build(input_shape)
-    theirs.build(input_shape)
-    weights = random_bn_weights(theirs, rng)
-    theirs.set_weights(weights)
-    ours.set_weights(weights)
-    return ours, theirs
-
-
-def _train_step(layer, x, upstream, mask=None):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x, training=True, mask=mask)
-        loss = tf.reduce_sum(upstream * y)
-    grads = tape.gradient(loss, [x, *layer.trainable_weights])
-    return [y, *grads]
-
+from tests.helpers.layers import assert_close, bn_pair, random_bn_weights, train_step
 
 PARITY_CASES = {
     "dense": dict(shape=(16, 5), kwargs={}),
@@ -73,11 +31,11 @@ PARITY_CASES = {
 @pytest.mark.parametrize("case", PARITY_CASES)
 def test_training_matches_keras(rng, case):
     shape, kwargs = PARITY_CASES[case]["shape"], PARITY_CASES[case]["kwargs"]
-    ours, theirs = _pair(rng, shape, **kwargs)
+    ours, theirs = bn_pair(rng, shape, **kwargs)
     x = tf.constant(rng.normal(1.5, 2.0, shape), "float32")
     upstream = tf.constant(rng.normal(size=shape), "float32")
     for a, b in zip(
-        _train_step(ours, x, upstream), _train_step(theirs, x, upstream), strict=True
+        train_step(ours, x, upstream), train_step(theirs, x, upstream), strict=True
     ):
         assert_close(a, b)
     for a, b in zip(ours.weights, theirs.weights, strict=True):
@@ -88,7 +46,7 @@ def test_training_matches_keras(rng, case):
 @pytest.mark.parametrize("case", PARITY_CASES)
 def test_inference_matches_keras(rng, case):
     shape, kwargs = PARITY_CASES[case]["shape"], PARITY_CASES[case]["kwargs"]
-    ours, theirs = _pair(rng, shape, **kwargs)
+    ours, theirs = bn_pair(rng, shape, **kwargs)
     x = tf.constant(rng.normal(1.5, 2.0, shape), "float32")
     assert_close(ours(x, training=False), theirs(x, training=False))
     # A frozen layer runs in inference mode even when training=True, as Keras'.
@@ -98,13 +56,13 @@ def test_inference_matches_keras(rng, case):
 
 def test_masked_training_matches_keras(rng):
     shape = (5, 8, 3)
-    ours, theirs = _pair(rng, shape)
+    ours, theirs = bn_pair(rng, shape)
     x = tf.constant(rng.normal(size=shape), "float32")
     mask = tf.constant(rng.uniform(size=shape[:2]) > 0.3)
     upstream = tf.constant(rng.normal(size=shape), "float32")
     for a, b in zip(
-        _train_step(ours, x, upstream, mask),
-        _train_step(theirs, x, upstream, mask),
+        train_step(ours, x, upstream, mask),
+        train_step(theirs, x, upstream, mask),
         strict=True,
     ):
         assert_close(a, b)
@@ -112,7 +70,7 @@ def test_masked_training_matches_keras(rng):
 
 
 def test_weights_transfer_both_ways(rng):
-    ours, theirs = _pair(rng, (8, 4), renorm=True)
+    ours, theirs = bn_pair(rng, (8, 4), renorm=True)
     assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]
     assert [w.name for w in ours.weights[:4]] == [
         "gamma",
@@ -268,7 +226,7 @@ def test_rank_change_between_calls_is_rejected():
 
 def test_mask_of_the_wrong_rank_is_rejected():
     layer = keras_bn.BatchNormalization(name="my_bn")
-    with pytest.raises(ValueError, match="my_bn.*mask must have the input's shape"):
+    with pytest.raises(ValueError, match="my_bn.*mask must have one dimension less"):
         layer(tf.zeros((2, 4, 3)), training=True, mask=tf.ones((2, 4, 3), "bool"))
 
 

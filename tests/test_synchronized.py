@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import keras_bn
 from tests import tolerances as tol
-from tests.test_layers import assert_close, random_bn_weights
+from tests.helpers.layers import assert_close, random_bn_weights
 
 SHAPE = (8, 3, 3, 4)
 HALF = SHAPE[0] // 2

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import keras_bn
 from tests import tolerances as tol
-from tests.test_layers import random_bn_weights
+from tests.helpers.layers import random_bn_weights
 
 # Each option of the layer goes through the same contract (as Keras'
 # run_layer_test does): config round trip, .keras round trip, a jit-compiled

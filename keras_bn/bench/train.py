@@ -1,0 +1,185 @@
+"""The training step of a small ResNet-style CNN, with four kinds of BN.
+
+The same network (32×32×3 inputs, batch 64, SGD, sparse cross-entropy) is
+built four times: with Keras' `BatchNormalization`, with keras_bn's, with a
+minimal layer on TF's fused kernel (`tf.compat.v1.nn.fused_batch_norm` and
+its gradient kernel, what tf-keras used by default), and with every BN
+removed. Each step goes through Keras' compiled train function
+(`train_on_batch`), without XLA (Keras' default on a CPU) and with
+`jit_compile=True`. The four models are timed interleaved (medians), and the
+"BN cost" of a variant is its step minus the BN-free step of the same mode:
+what the BN layers add to training.
+
+Example:
+
+    keras-bn bench train --repeats 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bn.bench.timing import format_table, interleaved_median_ms
+from keras_bn.layers import BatchNormalization
+
+DESCRIPTION = "training step of a small ResNet-style CNN with four kinds of BN"
+VARIANTS = ("keras", "keras_bn", "fused", "none")
+MODES = {"graph": False, "xla": True}
+COLUMNS = [
+    "mode",
+    "variant",
+    "step ms",
+    "BN cost ms",
+    "BN cost / fused BN cost",
+]
+MOMENTUM = 0.99
+EPSILON = 1e-3
+
+
+class FusedBatchNorm(keras.layers.Layer):
+    """The least a BN layer on TF's fused kernel needs: NHWC inputs only.
+
+    The moving statistics are updated inside the kernel
+    (`exponential_avg_factor`), as tf-keras' fused path did.
+    """
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros")
+        self.moving_mean = self.add_weight(
+            shape=(channels,), initializer="zeros", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            shape=(channels,), initializer="ones", trainable=False
+        )
+
+    def call(self, inputs, training=None):
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            self.gamma,
+            self.beta,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=EPSILON,
+            is_training=bool(training),
+            exponential_avg_factor=1.0 - MOMENTUM,
+        )
+        if training:
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
+        return y
+
+
+def _norm_factory(variant: str) -> Callable[[], keras.layers.Layer]:
+    if variant == "keras":
+        return lambda: keras.layers.BatchNormalization(
+            momentum=MOMENTUM, epsilon=EPSILON
+        )
+    if variant == "keras_bn":
+        return lambda: BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
+    if variant == "fused":
+        return FusedBatchNorm
+    return keras.layers.Identity
+
+
+def build_model(variant: str, width: int = 16, seed: int = 0) -> keras.Model:
+    """A stem, two residual stages (the second strided), pooling and a classifier."""
+    keras.utils.set_random_seed(seed)
+    norm = _norm_factory(variant)
+
+    def conv_bn(x, filters, strides=1, relu=True):
+        x = keras.layers.Conv2D(filters, 3, strides, "same", use_bias=False)(x)
+        x = norm()(x)
+        return keras.layers.ReLU()(x) if relu else x
+
+    def block(x, filters, strides=1):
+        shortcut = x
+        if strides != 1 or x.shape[-1] != filters:
+            shortcut = keras.layers.Conv2D(filters, 1, strides, use_bias=False)(x)
+            shortcut = norm()(shortcut)
+        y = conv_bn(x, filters, strides)
+        y = conv_bn(y, filters, relu=False)
+        return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
+
+    inputs = keras.Input((32, 32, 3))
+    x = conv_bn(inputs, width)
+    x = block(x, width)
+    x = block(x, 2 * width, strides=2)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10)(x)
+    return keras.Model(inputs, outputs, name=f"resnet_{variant}")
+
+
+def time_steps(
+    batch: int, repeats: int, modes: list[str]
+) -> dict[tuple[str, str], float]:
+    """Median ms per (mode, variant) of `train_on_batch`, all interleaved."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(batch,))
+    steps = {}
+    for mode in modes:
+        for variant in VARIANTS:
+            model = build_model(variant)
+            model.compile(
+                keras.optimizers.SGD(0.01),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=MODES[mode],
+            )
+            steps[mode, variant] = lambda m=model: m.train_on_batch(x, y)
+    return interleaved_median_ms(steps, repeats=repeats)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options, for `keras-bn bench train` and `main`."""
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """One row per mode × variant: the step and what BN adds to it."""
+    times = time_steps(args.batch, args.repeats, args.modes)
+    rows = []
+    for mode in args.modes:
+        bn_free = times[mode, "none"]
+        fused_cost = times[mode, "fused"] - bn_free
+        for variant in VARIANTS:
+            cost = times[mode, variant] - bn_free
+            rows.append(
+                {
+                    "mode": mode,
+                    "variant": variant,
+                    "step ms": times[mode, variant],
+                    "BN cost ms": None if variant == "none" else cost,
+                    "BN cost / fused BN cost": None
+                    if variant == "none"
+                    else cost / fused_cost,
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="keras-bn bench train",
+        description=DESCRIPTION,
+        epilog="example: keras-bn bench train --repeats 20 --modes graph",
+    )
+    add_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    args = parser.parse_args(argv)
+    rows = run(args)
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows, COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""The layer and training benchmarks run, and report the ratios the issue names."""
+
+import argparse
+
+import pytest
+
+from keras_bn.bench import layer, train
+
+BENCHES = {
+    "layer": (layer, ["--shapes", "8,4", "6,3,2,2:1", "--repeats", "1"]),
+    "train": (train, ["--batch", "4", "--repeats", "1", "--modes", "graph"]),
+}
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_rows_have_every_column_and_finite_ratios(name):
+    module, argv = BENCHES[name]
+    assert isinstance(module.DESCRIPTION, str) and "\n" not in module.DESCRIPTION
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    rows = module.run(parser.parse_args(argv))
+    assert rows
+    for row in rows:
+        assert list(row) == module.COLUMNS
+    ratios = [c for c in module.COLUMNS if "/" in c]
+    values = [row[c] for row in rows for c in ratios if row[c] is not None]
+    assert values and all(v == v and abs(v) < float("inf") for v in values)
+    if module is layer:  # every dtype × mode, for each shape
+        assert {(r["dtype"], r["mode"]) for r in rows} == {
+            (d, m) for d in layer.DEFAULT_DTYPES for m in layer.MODES
+        }
