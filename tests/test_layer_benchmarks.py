@@ -1,6 +1,7 @@
 """The layer and training benchmarks run, and report the ratios the issue names."""
 
 import argparse
+import json
 
 import pytest
 
@@ -29,3 +30,12 @@ def test_bench_rows_have_every_column_and_finite_ratios(name):
         assert {(r["dtype"], r["mode"]) for r in rows} == {
             (d, m) for d in layer.DEFAULT_DTYPES for m in layer.MODES
         }
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_runs_as_a_keras_bn_subcommand_with_one_json_document(name, capsys):
+    module, argv = BENCHES[name]
+    assert module.main([*argv, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["status"] == "ok" and document["benchmark"] == name
+    assert document["rows"] and list(document["rows"][0]) == module.COLUMNS

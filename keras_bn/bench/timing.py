@@ -10,9 +10,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-# Until bench/layer.py follows the benchmark convention, it prints its own table.
-from keras_bn.cli.output import format_table  # noqa: F401
-
 
 def median_ms(step: Callable[[], object], *, repeats: int, warmup: int = 2) -> float:
     """Median wall time of `step()` in milliseconds, after `warmup` calls.

@@ -18,14 +18,14 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.timing import format_table, interleaved_median_ms
+from keras_bn.bench.runner import main_for
+from keras_bn.bench.timing import interleaved_median_ms
 from keras_bn.layers import BatchNormalization
 
 DESCRIPTION = "training step of a small ResNet-style CNN with four kinds of BN"
@@ -168,17 +168,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="keras-bn bench train",
-        description=DESCRIPTION,
-        epilog="example: keras-bn bench train --repeats 20 --modes graph",
-    )
-    add_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print rows as JSON")
-    args = parser.parse_args(argv)
-    rows = run(args)
-    print(json.dumps(rows, indent=1) if args.json else format_table(rows, COLUMNS))
-    return 0
+    return main_for("train", argv)
 
 
 if __name__ == "__main__":
