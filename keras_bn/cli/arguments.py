@@ -21,8 +21,27 @@ def non_negative_float(text: str) -> float:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    """`-q/--quiet` and `--json`, which every subcommand accepts."""
+    """`-q/--quiet`, `-v/--verbose` and `--json`, which every subcommand accepts."""
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
-        "--json", action="store_true", help="print one JSON report on stdout"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="let TensorFlow and the converters log to stderr",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print exactly one JSON document on stdout, with a `status` field",
+    )
+
+
+def add_population_data(parser: argparse.ArgumentParser) -> None:
+    """`--population-data FILE`: re-estimate BN statistics before folding."""
+    parser.add_argument(
+        "--population-data",
+        metavar="FILE",
+        help="re-estimate every BN's statistics on these inputs first "
+        "(population statistics, on a copy; see `keras-bn recalibrate`): "
+        "x_train of an .npz, or an .npy",
     )
