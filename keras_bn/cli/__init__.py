@@ -18,12 +18,16 @@ usage errors) does not need it.
 Exit status: 0 success; 1 bad input (a missing file, a file that is not a Keras
 model, a model that cannot be folded or exported, bad data); 2 a usage error
 (argparse); 3 a parity failure (an exported or folded model that does not
-compute what the Keras model computes); 130 interrupted.
+compute what the Keras model computes); 4 a file-system error (permission
+denied, no space left, a file where a directory should be); 130 interrupted.
+With `--json`, stdout holds exactly one JSON document in every outcome, with a
+`status` field (`errors.STATUS`).
 """
 
 from keras_bn.cli.app import build_parser, main
 from keras_bn.cli.errors import (
     EXIT_BAD_INPUT,
+    EXIT_FILE_SYSTEM,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARITY,
@@ -33,6 +37,7 @@ from keras_bn.cli.errors import (
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_FILE_SYSTEM",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PARITY",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import re
 import sys
 
@@ -92,10 +91,7 @@ def message_for(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
     if isinstance(error, OSError) and error.strerror and error.filename:
-        reason = error.strerror
-        if error.errno == errno.ENOSPC:
-            reason += " (the previous file, if any, is unchanged)"
-        return f"{reason}: {error.filename!r}"
+        return f"{error.strerror}: {error.filename!r}"
     return one_line(str(error)) or type(error).__name__
 
 

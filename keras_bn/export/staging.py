@@ -96,7 +96,8 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
     ...     write(tmp)
     ...     check(tmp)  # raising here leaves no file behind
     """
-    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    path = os.path.abspath(os.fspath(path))
+    directory, name = os.path.split(path)
     suffix = f".partial{os.path.splitext(name)[1]}"
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
     os.close(fd)
@@ -107,9 +108,11 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename == tmp:
+            e.filename = path  # the user knows the destination, not our name
         raise
 
 
