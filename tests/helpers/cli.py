@@ -1,0 +1,34 @@
+"""Running the installed `keras-bn` console script as a user does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def script() -> str:
+    """The `keras-bn` script of this environment (`pip install -e .`)."""
+    beside = Path(sys.executable).parent / "keras-bn"
+    found = str(beside) if beside.exists() else shutil.which("keras-bn")
+    assert found, "the keras-bn console script is not installed (pip install -e .)"
+    return found
+
+
+def run_script(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    """`keras-bn ARGS` in a subprocess, with the user's environment as it is.
+
+    TensorFlow's log level is *not* set here (the test session sets one in
+    `os.environ`): the command line must be quiet on its own.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [script(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
