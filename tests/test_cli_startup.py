@@ -28,6 +28,7 @@ def fresh_python(code: str) -> subprocess.CompletedProcess:
     "argv, code",
     [
         (["--help"], 0),
+        (["--version"], 0),
         (["export", "--help"], 0),
         ([], 2),
         (["frobnicate"], 2),

@@ -63,20 +63,29 @@ class Parser(argparse.ArgumentParser):
 
 
 class VersionAction(argparse.Action):
-    """`--version`: keras_bn's, Keras' and TensorFlow's, imported on demand."""
+    """`--version`: keras_bn's, Keras' and TensorFlow's, from package metadata.
+
+    Read from the installed distributions rather than by importing Keras and
+    TensorFlow, so that it answers at once and prints no TensorFlow log line.
+    """
 
     def __init__(self, option_strings, dest, **kwargs):
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        import keras
-        import tensorflow as tf
+        from importlib.metadata import PackageNotFoundError, version
 
         import keras_bn
 
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
         print(
-            f"keras-bn {keras_bn.__version__} (keras {keras.__version__}, "
-            f"tensorflow {tf.__version__})"
+            f"keras-bn {keras_bn.__version__} (keras {installed('keras')}, "
+            f"tensorflow {installed('tensorflow')})"
         )
         parser.exit()
 

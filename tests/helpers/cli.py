@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,3 +33,13 @@ def run_script(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
         env=env,
         timeout=timeout,
     )
+
+
+# tqdm moves the cursor with ANSI escapes between bars.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def stderr_lines_besides_progress(stderr: str, *bars: str) -> list[str]:
+    """The lines of `stderr` that are neither blank nor a progress bar in `bars`."""
+    lines = re.split(r"[\r\n]", ANSI_ESCAPE.sub("", stderr))
+    return [line for line in lines if line.strip() and not line.startswith(bars)]
