@@ -10,7 +10,11 @@ library (`keras_bn.demo`, `keras_bn.folding`, `keras_bn.export`,
 - `errors`: exit codes and which exception maps to which;
 - `output`: JSON documents and tables;
 - `progress`: progress bars on stderr;
-- `loading`: a Keras model from a user's path, as a one-line error if not.
+- `loading`: a Keras model from a user's path, as a one-line error if not;
+- `quiet`: no TensorFlow / absl / converter log line unless `--verbose`.
+
+Files are written through `keras_bn.export.staging` (staged, checked, moved
+into place), so a failed command leaves every previous file as it was.
 
 The modules import TensorFlow only inside the handlers, so the parser (help,
 usage errors) does not need it.
