@@ -73,9 +73,12 @@ def test_bad_destination_raises(tmp_path, path, error, match):
 class FakeModel:
     """Writes a `.keras`-shaped zip, or half of one and then fails like a full disk."""
 
-    def __init__(self, payload: bytes, fail_after: int | None = None):
+    def __init__(
+        self, payload: bytes, fail_after: int | None = None, named: bool = True
+    ):
         self.payload = payload
         self.fail_after = fail_after
+        self.named = named  # h5py's and zipfile's ENOSPC carry no file name
         self.saved_to = None
 
     def save(self, path):
@@ -90,7 +93,8 @@ class FakeModel:
                 f.write(data)
                 return
             f.write(data[: self.fail_after])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        name = (path,) if self.named else ()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *name)
 
 
 def test_save_model_writes_a_checked_archive_next_to_the_destination(tmp_path):
@@ -105,12 +109,16 @@ def test_save_model_writes_a_checked_archive_next_to_the_destination(tmp_path):
     assert os.listdir(tmp_path) == ["m.keras"]
 
 
-def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("named", [True, False])
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_nothing(
+    tmp_path, named
+):
     old = tmp_path / "out.keras"
     save_model(FakeModel(b"old weights"), old)
     before = old.read_bytes()
-    with pytest.raises(OSError, match="No space left"):
-        save_model(FakeModel(b"new weights" * 100, fail_after=200), old)
+    with pytest.raises(OSError, match="No space left") as error:
+        save_model(FakeModel(b"new weights" * 100, fail_after=200, named=named), old)
+    assert error.value.filename == str(old)  # the destination, not the temp name
     assert old.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.keras"]
 

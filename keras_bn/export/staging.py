@@ -111,8 +111,10 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
-        if isinstance(e, OSError) and e.filename == tmp:
-            e.filename = path  # the user knows the destination, not our name
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # Name the destination the user gave, not our temporary name (a
+            # zip or HDF5 writer's ENOSPC carries no file name at all).
+            e.filename = path
         raise
 
 
