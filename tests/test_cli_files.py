@@ -12,18 +12,13 @@ import os
 import keras
 import pytest
 
-from keras_bn import cli, demo
-from keras_bn.stand_in_statistics import set_stand_in_statistics
+from keras_bn import cli
+from tests.helpers.cli import stand_in_model_file
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    model = demo.build_model((8, 8, 1), 10)
-    set_stand_in_statistics(model, seed=3)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    model.save(path)
-    return path
+    return stand_in_model_file(tmp_path_factory.mktemp("model"), seed=3)
 
 
 def fail_half_way(self, filepath, *args, **kwargs):

@@ -7,22 +7,15 @@ parses whole, and the exit status the README documents.
 
 import json
 
-import keras
 import pytest
 
-from keras_bn import cli, demo
-from keras_bn.stand_in_statistics import set_stand_in_statistics
-from tests.helpers.cli import run_script
+from keras_bn import cli
+from tests.helpers.cli import run_script, stand_in_model_file
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(5)
-    model = demo.build_model((8, 8, 1), 10)
-    set_stand_in_statistics(model, seed=5)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    model.save(path)
-    return path
+    return stand_in_model_file(tmp_path_factory.mktemp("model"), seed=5)
 
 
 def outcome(result) -> dict:

@@ -9,12 +9,13 @@ without `-q` it holds the progress bar only.
 
 import re
 
-import keras
 import pytest
 
-from keras_bn import demo
-from keras_bn.stand_in_statistics import set_stand_in_statistics
-from tests.helpers.cli import run_script, stderr_lines_besides_progress
+from tests.helpers.cli import (
+    run_script,
+    stand_in_model_file,
+    stderr_lines_besides_progress,
+)
 
 # What TensorFlow's and absl's C++ logging, and LiteRT's, look like.
 LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::|cuInit|XNNPACK|^INFO: |^WARNING: ", re.M)
@@ -22,12 +23,7 @@ LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::|cuInit|XNNPACK|^INFO: |^WARNING: ",
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(6)
-    model = demo.build_model((8, 8, 1), 10)
-    set_stand_in_statistics(model, seed=6)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    model.save(path)
-    return path
+    return stand_in_model_file(tmp_path_factory.mktemp("model"), seed=6)
 
 
 def test_fold_with_progress_prints_only_the_progress_bar(model_file, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 QUANTIZE_CHOICES = ("float16", "int8")
 
@@ -45,3 +46,22 @@ def add_population_data(parser: argparse.ArgumentParser) -> None:
         "(population statistics, on a copy; see `keras-bn recalibrate`): "
         "x_train of an .npz, or an .npy",
     )
+
+
+def keras_output_path(model: str, output: str | None, default_suffix: str) -> Path:
+    """`-o OUT.keras`, or `MODEL<default_suffix>.keras` next to the model.
+
+    Raises:
+        CommandError: `-o` does not end in `.keras`, or its directory is
+            missing (checked before the model is loaded).
+    """
+    from keras_bn.cli.errors import CommandError
+
+    if output is None:
+        return Path(model).with_name(f"{Path(model).stem}{default_suffix}.keras")
+    path = Path(output)
+    if path.suffix != ".keras":
+        raise CommandError(f"-o must name a .keras file. Received: {output!r}")
+    if not path.parent.is_dir():
+        raise CommandError(f"the directory of -o does not exist: {str(path.parent)!r}")
+    return path

@@ -43,3 +43,18 @@ def stderr_lines_besides_progress(stderr: str, *bars: str) -> list[str]:
     """The lines of `stderr` that are neither blank nor a progress bar in `bars`."""
     lines = re.split(r"[\r\n]", ANSI_ESCAPE.sub("", stderr))
     return [line for line in lines if line.strip() and not line.startswith(bars)]
+
+
+def stand_in_model_file(directory: Path, seed: int) -> Path:
+    """The demo's CNN with seeded weights and stand-in BN statistics, saved."""
+    import keras
+
+    from keras_bn import demo
+    from keras_bn.stand_in_statistics import set_stand_in_statistics
+
+    keras.utils.set_random_seed(seed)
+    model = demo.build_model((8, 8, 1), 10)
+    set_stand_in_statistics(model, seed=seed)
+    path = Path(directory) / "model.keras"
+    model.save(path)
+    return path

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from keras_bn.cli.arguments import add_population_data, non_negative_float
-from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.cli.arguments import (
+    add_population_data,
+    keras_output_path,
+    non_negative_float,
+)
+from keras_bn.cli.errors import EXIT_OK
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
@@ -44,16 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_population_data(parser)
 
 
-def output_path(args: argparse.Namespace) -> Path:
-    """`-o`, or `MODEL_folded.keras` next to the model; checked."""
-    if args.output is None:
-        return Path(args.model).with_name(f"{Path(args.model).stem}_folded.keras")
-    output = Path(args.output)
-    if output.suffix != ".keras":
-        raise CommandError(f"-o must name a .keras file. Received: {args.output!r}")
-    return output
-
-
 def tolerances(args: argparse.Namespace) -> dict:
     """The tolerances the user gave; the library's defaults otherwise."""
     given = {"rtol": args.rtol, "atol": args.atol}
@@ -66,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_bn.export.staging import save_model
     from keras_bn.folding import fold_batchnorm
 
-    output = output_path(args)  # a bad -o fails before the model is loaded
+    # A bad -o fails before the model is loaded.
+    output = keras_output_path(args.model, args.output, "_folded")
     population_data = None
     if args.population_data is not None:
         population_data = load_population_data(args.population_data)
@@ -74,10 +68,6 @@ def run(args: argparse.Namespace) -> int:
     with Progress(stages, quiet=args.quiet, desc="fold") as progress:
         progress("load")
         model = load_model(args.model)
-        if not output.parent.is_dir():
-            raise CommandError(
-                f"the directory of -o does not exist: {str(output.parent)!r}"
-            )
         progress("fold and verify")
         folded, report = fold_batchnorm(
             model,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.cli.arguments import keras_output_path
+from keras_bn.cli.errors import EXIT_OK
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
@@ -49,26 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def output_path(args: argparse.Namespace) -> Path:
-    """`-o`, or `MODEL_recalibrated.keras` next to the model; checked."""
-    if args.output is None:
-        return Path(args.model).with_name(f"{Path(args.model).stem}_recalibrated.keras")
-    output = Path(args.output)
-    if output.suffix != ".keras":
-        raise CommandError(f"-o must name a .keras file. Received: {args.output!r}")
-    return output
-
-
 def run(args: argparse.Namespace) -> int:
     from keras_bn import population_statistics
     from keras_bn.data import load_population_data
     from keras_bn.export.staging import save_model
 
-    output = None if args.dry_run else output_path(args)
-    if output is not None and not output.parent.is_dir():
-        raise CommandError(
-            f"the directory of -o does not exist: {str(output.parent)!r}"
-        )
+    output = None
+    if not args.dry_run:
+        output = keras_output_path(args.model, args.output, "_recalibrated")
     data = load_population_data(existing_file(args.data, "data file"))
     stages = ["load", "estimate"] + ([] if args.dry_run else ["save"])
     with Progress(stages, quiet=args.quiet, desc="recalibrate") as progress:
