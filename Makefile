@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# `make demo` prints the progress bar and the table, nothing else.
 demo: $(STAMP)
-	$(BIN)/keras-bn demo
+	@$(BIN)/keras-bn demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check keras_bn tests export

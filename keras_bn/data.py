@@ -8,7 +8,12 @@ and `keras-bn export/check --data`:
 - images are `(N, H, W)` (a channel axis is added) or `(N, H, W, C)`, of any
   real dtype, used as float32 as given;
 - labels are non-negative integers `(N,)`;
-- export and check also accept an `.npy` holding one image array.
+- export and check also accept an `.npy` holding one image array;
+- population statistics (`keras-bn recalibrate`, `--population-data`) are
+  estimated on `x_train` of an `.npz`, or on the array of an `.npy`
+  (`load_population_data`): Algorithm 2 averages over the *training*
+  population, and `x_test` stays held out to measure the result. For a domain
+  shift (AdaBN), put the unlabeled target-domain images in an `.npy`.
 
 Without a file, the demo uses scikit-learn's bundled 8×8 digits (no download).
 """
@@ -178,3 +183,53 @@ def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         )
     train = arrays.get("x_train", arrays.get("x_test"))
     return train, arrays.get("x_test", train)
+
+
+POPULATION_ARRAY = "x_train"
+
+
+def load_population_data(path: str | os.PathLike) -> np.ndarray:
+    """The inputs on which population statistics are estimated (module docstring).
+
+    `x_train` of an `.npz` (an archive without it is an error rather than a
+    silent fall-back to `x_test`, the held-out set), or the array of an `.npy`.
+    The array is returned as stored: `keras_bn.population_statistics` checks
+    its shape against the model.
+
+    Args:
+        path: An `.npz` with `x_train`, or an `.npy`.
+
+    Returns:
+        The array.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: The file is not a NumPy file, has no `x_train`, or the
+            array is empty or not numeric.
+
+    Example:
+
+    >>> x = load_population_data("digits.npz")  # doctest: +SKIP
+    >>> keras_bn.population_statistics(model, x)  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    loaded = read_numpy_file(path)
+    if isinstance(loaded, dict):
+        if POPULATION_ARRAY not in loaded:
+            raise ValueError(
+                f"Population statistics are estimated on the training inputs, "
+                f"`{POPULATION_ARRAY}` of an .npz (or the array of an .npy); "
+                f"{path!r} has no `{POPULATION_ARRAY}`. Received arrays: "
+                f"{sorted(loaded)}"
+            )
+        loaded = loaded[POPULATION_ARRAY]
+    if (
+        loaded.size == 0
+        or loaded.ndim == 0
+        or not np.issubdtype(loaded.dtype, np.number)
+    ):
+        raise ValueError(
+            "The population data must be a non-empty numeric array. Received: "
+            f"shape {loaded.shape}, dtype {loaded.dtype} in {path!r}"
+        )
+    return loaded

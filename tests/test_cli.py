@@ -8,11 +8,8 @@ Help texts, usage errors and the `.npz` path of the demo run in-process through
 """
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -24,6 +21,8 @@ import keras_bn
 from keras_bn import cli, demo
 from keras_bn.data import load_dataset
 from keras_bn.export import bn_layers_left
+from tests.helpers.cli import run_script as keras_bn_cli
+from tests.helpers.cli import stderr_lines_besides_progress
 from tests.tolerances import DEMO_MIN_ACCURACY_ONE_EPOCH, EXPORT_FLOAT32_RTOL
 
 DEMO_FORMATS = [
@@ -33,25 +32,6 @@ DEMO_FORMATS = [
     "TFLite int8",
     "ONNX float32",
 ]
-
-
-def _script() -> str:
-    beside = Path(sys.executable).parent / "keras-bn"
-    found = str(beside) if beside.exists() else shutil.which("keras-bn")
-    assert found, "the keras-bn console script is not installed (pip install -e .)"
-    return found
-
-
-def keras_bn_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [_script(), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -119,6 +99,16 @@ def test_demo_writes_every_file_and_prints_the_table(demo_run):
     for label in ["Keras folded", "TFLite float32", "ONNX float32"]:
         assert accuracies[label] == pytest.approx(accuracies["Keras"], abs=0.01)
     assert "3 of 3 Batch Normalization calls folded" in result.stdout
+    population = next(
+        line for line in lines if line.startswith("held-out accuracy with the moving")
+    )
+    moving, recalibrated = (
+        float(v) / 100 for v in re.findall(r"(\d+\.\d+)%", population)
+    )
+    assert moving == pytest.approx(accuracies["Keras"], abs=1e-4)
+    assert 0 < recalibrated <= 1
+    # The progress bar only: no TensorFlow / absl / converter log line.
+    assert stderr_lines_besides_progress(result.stderr, "demo", "train") == []
 
 
 def test_fold_writes_a_bn_free_model(demo_run, tmp_path):
@@ -213,10 +203,22 @@ def test_parity_failure(demo_run, other_model):
     assert "FAIL" in result.stdout
 
 
+def test_parity_failure_with_json_is_one_document(demo_run, other_model, capsys):
+    """Issue 12: the report, then `{"error": ...}`, made `json.loads` fail."""
+    out, _ = demo_run
+    argv = ["check", str(other_model), str(out / "digits_cnn.onnx"), "--json", "-q"]
+    assert cli.main(argv) == cli.EXIT_PARITY
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "parity_failure" and report["passed"] is False
+    assert report["parity"]["max_rel_error"] > report["parity"]["tolerance"]
+
+
 # --- in-process: help, usage, data ---------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["demo", "fold", "export", "check", "bench"])
+@pytest.mark.parametrize(
+    "command", ["demo", "fold", "recalibrate", "export", "check", "bench"]
+)
 def test_every_subcommand_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -304,6 +306,10 @@ def test_demo_on_a_users_npz(tmp_path, capsys):
         "classes": 10,
     }
     assert [row["format"] for row in report["rows"]] == DEMO_FORMATS
+    population = report["population"]
+    assert population["images"] == 400
+    assert population["moving_average_accuracy"] == report["rows"][0]["accuracy"]
+    assert 0 < population["population_accuracy"] <= 1
     assert (tmp_path / "letters_cnn_int8.tflite").is_file()
 
 

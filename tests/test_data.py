@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_bn.data import load_dataset, load_images
+from keras_bn.data import load_dataset, load_images, load_population_data
 
 
 def test_npy_gives_the_same_array_for_calibration_and_evaluation(tmp_path):
@@ -56,3 +56,31 @@ def test_dataset_adds_a_channel_axis_and_rejects_mismatched_lengths(tmp_path):
     np.savez(tmp_path / "bad.npz", **{**good, "y_test": np.array([0, 1, 2])})
     with pytest.raises(ValueError, match="must have the same length"):
         load_dataset(tmp_path / "bad.npz")
+
+
+def test_population_data_is_x_train_of_an_npz_or_the_array_of_an_npy(tmp_path):
+    rng = np.random.default_rng(1)
+    x_train = rng.normal(size=(5, 4, 4, 1)).astype(np.float32)
+    x_test = rng.normal(size=(3, 4, 4, 1)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x_train, x_test=x_test)
+    np.testing.assert_array_equal(load_population_data(tmp_path / "d.npz"), x_train)
+    np.save(tmp_path / "shifted.npy", x_test)
+    np.testing.assert_array_equal(
+        load_population_data(tmp_path / "shifted.npy"), x_test
+    )
+
+
+@pytest.mark.parametrize(
+    "arrays, fragment",
+    [
+        ({"x_test": np.zeros((3, 4))}, "has no `x_train`"),
+        ({"x_train": np.zeros((0, 4))}, "non-empty numeric array"),
+        ({"x_train": np.array(["a", "b"])}, "non-empty numeric array"),
+    ],
+)
+def test_population_data_never_falls_back_to_the_held_out_set(
+    arrays, fragment, tmp_path
+):
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(ValueError, match=fragment):
+        load_population_data(tmp_path / "d.npz")

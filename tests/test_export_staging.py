@@ -1,10 +1,18 @@
 """Exported files are either complete and checked, or absent."""
 
+import errno
+import io
 import os
+import zipfile
 
 import pytest
 
-from keras_bn.export.staging import staged_file, validate_destination
+from keras_bn.export.staging import (
+    created_directories,
+    save_model,
+    staged_file,
+    validate_destination,
+)
 
 
 def test_success_moves_the_file_into_place(tmp_path):
@@ -57,3 +65,101 @@ def test_bad_destination_raises(tmp_path, path, error, match):
         path = path.format(tmp=tmp_path)
     with pytest.raises(error, match=match):
         validate_destination(path, ".onnx")
+
+
+# --- .keras archives and output directories -----------------------------------
+
+
+class FakeModel:
+    """Writes a `.keras`-shaped zip, or half of one and then fails like a full disk."""
+
+    def __init__(
+        self, payload: bytes, fail_after: int | None = None, named: bool = True
+    ):
+        self.payload = payload
+        self.fail_after = fail_after
+        self.named = named  # h5py's and zipfile's ENOSPC carry no file name
+        self.saved_to = None
+
+    def save(self, path):
+        self.saved_to = path
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("config.json", "{}")
+            archive.writestr("model.weights.h5", self.payload)
+        data = buffer.getvalue()
+        with open(path, "wb") as f:
+            if self.fail_after is None:
+                f.write(data)
+                return
+            f.write(data[: self.fail_after])
+        name = (path,) if self.named else ()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *name)
+
+
+def test_save_model_writes_a_checked_archive_next_to_the_destination(tmp_path):
+    model = FakeModel(b"weights")
+    path = save_model(model, tmp_path / "m.keras")
+    assert path == tmp_path / "m.keras"
+    # Keras insists on the extension: the staged name keeps it.
+    assert model.saved_to.endswith(".keras") and model.saved_to != str(path)
+    assert os.path.dirname(model.saved_to) == str(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("model.weights.h5") == b"weights"
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_nothing(
+    tmp_path, named
+):
+    old = tmp_path / "out.keras"
+    save_model(FakeModel(b"old weights"), old)
+    before = old.read_bytes()
+    with pytest.raises(OSError, match="No space left") as error:
+        save_model(FakeModel(b"new weights" * 100, fail_after=200, named=named), old)
+    assert error.value.filename == str(old)  # the destination, not the temp name
+    assert old.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.keras"]
+
+
+def test_a_truncated_archive_is_refused_before_it_replaces_anything(tmp_path):
+    class Truncating(FakeModel):
+        def save(self, path):
+            super().save(path)
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[: len(data) // 2])
+
+    old = tmp_path / "out.keras"
+    old.write_bytes(b"previous")
+    with pytest.raises(ValueError, match="not a complete zip"):
+        save_model(Truncating(b"w" * 1000), old)
+    assert old.read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == ["out.keras"]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_created_directories_are_removed_only_on_failure(tmp_path, fails):
+    existing = tmp_path / "a"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    target = existing / "b" / "c"
+    if fails:
+        with pytest.raises(RuntimeError, match="export failed"):
+            with created_directories(target) as out:
+                (out / "half.onnx").write_bytes(b"x")
+                raise RuntimeError("export failed")
+        assert sorted(os.listdir(existing)) == ["keep.txt"]
+    else:
+        with created_directories(target) as out:
+            (out / "m.onnx").write_bytes(b"x")
+        assert (target / "m.onnx").read_bytes() == b"x"
+    assert (existing / "keep.txt").read_text() == "mine"
+
+
+def test_an_existing_directory_is_never_removed(tmp_path):
+    (tmp_path / "old.onnx").write_bytes(b"x")
+    with pytest.raises(RuntimeError):
+        with created_directories(tmp_path):
+            raise RuntimeError("export failed")
+    assert os.listdir(tmp_path) == ["old.onnx"]

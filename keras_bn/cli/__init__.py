@@ -10,7 +10,11 @@ library (`keras_bn.demo`, `keras_bn.folding`, `keras_bn.export`,
 - `errors`: exit codes and which exception maps to which;
 - `output`: JSON documents and tables;
 - `progress`: progress bars on stderr;
-- `loading`: a Keras model from a user's path, as a one-line error if not.
+- `loading`: a Keras model from a user's path, as a one-line error if not;
+- `quiet`: no TensorFlow / absl / converter log line unless `--verbose`.
+
+Files are written through `keras_bn.export.staging` (staged, checked, moved
+into place), so a failed command leaves every previous file as it was.
 
 The modules import TensorFlow only inside the handlers, so the parser (help,
 usage errors) does not need it.
@@ -18,12 +22,16 @@ usage errors) does not need it.
 Exit status: 0 success; 1 bad input (a missing file, a file that is not a Keras
 model, a model that cannot be folded or exported, bad data); 2 a usage error
 (argparse); 3 a parity failure (an exported or folded model that does not
-compute what the Keras model computes); 130 interrupted.
+compute what the Keras model computes); 4 a file-system error (permission
+denied, no space left, a file where a directory should be); 130 interrupted.
+With `--json`, stdout holds exactly one JSON document in every outcome, with a
+`status` field (`errors.STATUS`).
 """
 
 from keras_bn.cli.app import build_parser, main
 from keras_bn.cli.errors import (
     EXIT_BAD_INPUT,
+    EXIT_FILE_SYSTEM,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARITY,
@@ -33,6 +41,7 @@ from keras_bn.cli.errors import (
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_FILE_SYSTEM",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PARITY",

@@ -9,8 +9,17 @@ from collections.abc import Sequence
 
 from keras_bn.cli.arguments import add_common
 from keras_bn.cli.commands import COMMANDS
-from keras_bn.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for, one_line
+from keras_bn.cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_USAGE,
+    STATUS,
+    details_for,
+    exit_code_for,
+    message_for,
+    one_line,
+)
 from keras_bn.cli.output import print_json
+from keras_bn.cli.quiet import quiet_run
 
 DESCRIPTION = (
     "Batch Normalization for Keras 3: train with the analytic gradient, "
@@ -20,48 +29,80 @@ EPILOG = (
     "examples:\n"
     "  keras-bn demo\n"
     "  keras-bn fold model.keras -o model_folded.keras\n"
+    "  keras-bn recalibrate model.keras --data x.npz -o model_recalibrated.keras\n"
     "  keras-bn export model.keras --format all -o export/out\n"
     "  keras-bn check model.keras export/out/model.onnx\n"
     "  keras-bn bench layer --repeats 10\n\n"
-    "exit status: 0 ok, 1 bad input, 2 usage error, 3 parity failure"
+    "exit status: 0 ok, 1 bad input, 2 usage error, 3 parity failure,\n"
+    "  4 file system error (permission denied, disk full, ...), 130 interrupted"
 )
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line (plus the usage) and exit status 2."""
+    """Usage errors as one line (plus the usage) and exit status 2.
+
+    With `json_errors` (the command line holds `--json`), the usage error is
+    also the one JSON document on stdout.
+    """
+
+    def __init__(self, *args, json_errors: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
+        if self.json_errors:
+            print_json(
+                {
+                    "status": STATUS[EXIT_USAGE],
+                    "error": one_line(message),
+                    "exit_code": EXIT_USAGE,
+                }
+            )
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 class VersionAction(argparse.Action):
-    """`--version`: keras_bn's, Keras' and TensorFlow's, imported on demand."""
+    """`--version`: keras_bn's, Keras' and TensorFlow's, from package metadata.
+
+    Read from the installed distributions rather than by importing Keras and
+    TensorFlow, so that it answers at once and prints no TensorFlow log line.
+    """
 
     def __init__(self, option_strings, dest, **kwargs):
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        import keras
-        import tensorflow as tf
+        from importlib.metadata import PackageNotFoundError, version
 
         import keras_bn
 
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
         print(
-            f"keras-bn {keras_bn.__version__} (keras {keras.__version__}, "
-            f"tensorflow {tf.__version__})"
+            f"keras-bn {keras_bn.__version__} (keras {installed('keras')}, "
+            f"tensorflow {installed('tensorflow')})"
         )
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `keras-bn` argument parser, one subparser per command module."""
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    """The `keras-bn` argument parser, one subparser per command module.
+
+    Args:
+        json_errors: Report usage errors as a JSON document too (`--json`).
+    """
     formatter = argparse.RawDescriptionHelpFormatter
     parser = Parser(
         prog="keras-bn",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=formatter,
+        json_errors=json_errors,
     )
     parser.add_argument("--version", action=VersionAction, help="show versions")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -73,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=command.HELP,
             epilog=command.EPILOG,
             formatter_class=formatter,
+            json_errors=json_errors,
         )
         if name != "bench":  # a benchmark's own parser adds them
             add_common(sub)
@@ -82,22 +124,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs `keras-bn` with `argv` (default: `sys.argv[1:]`); returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except KeyboardInterrupt:
-        print("keras-bn: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as e:
-        code = exit_code_for(e)
-        if code is None:
-            raise
-        message = one_line(str(e)) or type(e).__name__
-        print(f"keras-bn {args.command}: error: {message}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print_json({"status": "error", "error": message, "exit_code": code})
-        return code
+    """Runs `keras-bn` with `argv` (default: `sys.argv[1:]`); returns the exit status.
+
+    Every expected failure (bad input, a parity failure, an `OSError`, an
+    interrupt) ends as one line on stderr and its exit status; with `--json`,
+    stdout holds exactly one JSON document whatever happens, with a `status`.
+    """
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser(json_errors="--json" in argv).parse_args(argv)
+    verbose = getattr(args, "verbose", False) or bool({"-v", "--verbose"} & set(argv))
+    with quiet_run(verbose):
+        try:
+            return args.run(args)
+        except (Exception, KeyboardInterrupt) as e:
+            code = exit_code_for(e)
+            if code is None:
+                report_bug(args, e)
+                raise
+            report_failure(args, e, code)
+            return code
+
+
+def report_failure(args: argparse.Namespace, error: BaseException, code: int) -> None:
+    """The failure's one line on stderr, and its JSON document with `--json`."""
+    message = message_for(error)
+    print(f"keras-bn {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print_json(
+            {
+                "status": STATUS[code],
+                "error": message,
+                "exit_code": code,
+                **details_for(error),
+            }
+        )
+
+
+def report_bug(args: argparse.Namespace, error: BaseException) -> None:
+    """With `--json`, a document for an unexpected error (its traceback follows)."""
+    if getattr(args, "json", False):
+        print_json(
+            {
+                "status": "internal_error",
+                "error": message_for(error),
+                "exit_code": EXIT_BAD_INPUT,
+            }
+        )
 
 
 if __name__ == "__main__":

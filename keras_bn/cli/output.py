@@ -7,14 +7,15 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 
 def jsonable(value):
     """`value` with reports, dataclasses, NumPy scalars and paths made JSON-ready.
 
     Objects with a `to_dict()` (the library's reports) are asked for it.
+    NumPy is imported here, not with the module: `--help` must not load it.
     """
+    import numpy as np
+
     if hasattr(value, "to_dict") and not isinstance(value, type):
         return jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

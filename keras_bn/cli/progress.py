@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from tqdm.auto import tqdm
-
 
 class Progress:
     """A progress bar over named stages, on stderr; silent with `quiet`."""
 
     def __init__(self, stages: Sequence[str], *, quiet: bool, desc: str):
+        from tqdm.auto import tqdm  # on use: `--help` must not load it
+
         self._desc = desc
         self._bar = tqdm(
             total=len(stages),
@@ -47,6 +47,7 @@ def training_progress(quiet: bool):
     Built on call so that importing this module does not import Keras.
     """
     import keras
+    from tqdm.auto import tqdm
 
     class TrainingProgress(keras.callbacks.Callback):
         def __init__(self):

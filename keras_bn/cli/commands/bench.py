@@ -39,12 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def benchmark_parser(name: str, module, parser_class) -> argparse.ArgumentParser:
+def benchmark_parser(
+    name: str, module, parser_class, json_errors: bool = False
+) -> argparse.ArgumentParser:
     """`keras-bn bench NAME`'s own parser: common flags plus the module's."""
     parser = parser_class(
         prog=f"keras-bn bench {name}",
         description=module.DESCRIPTION,
         epilog=f"example: keras-bn bench {name} --json",
+        json_errors=json_errors,
     )
     add_common(parser)
     module.add_arguments(parser)
@@ -53,7 +56,9 @@ def benchmark_parser(name: str, module, parser_class) -> argparse.ArgumentParser
 
 def run(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"keras_bn.bench.{args.name}")
-    parser = benchmark_parser(args.name, module, type(args.parser))
+    parser = benchmark_parser(
+        args.name, module, type(args.parser), args.parser.json_errors
+    )
     options = parser.parse_args(args.args)
     args.json = options.json
     rows = module.run(options)

@@ -53,18 +53,20 @@ def run(args: argparse.Namespace) -> int:
             tolerance="error_model" if args.tolerance is None else args.tolerance,
             quantize=args.quantize,
         )
-    if args.json:
-        status = "ok" if report.passed else "parity_failure"
-        print_json({"status": status, "parity": report, "passed": report.passed})
-    else:
-        print(format_table([table_row(exported.name, report)], TABLE_COLUMNS))
     if not report.passed:
+        if not args.json:
+            print(format_table([table_row(exported.name, report)], TABLE_COLUMNS))
         raise CommandError(
             f"parity failure: {exported.name} differs from the Keras model by a "
             f"max relative error of {report.max_rel_error:.3e}, above the "
             f"tolerance {report.tolerance:.3e}",
             EXIT_PARITY,
+            details={"parity": report, "passed": False},
         )
+    if args.json:
+        print_json({"status": "ok", "parity": report, "passed": True})
+    else:
+        print(format_table([table_row(exported.name, report)], TABLE_COLUMNS))
     return EXIT_OK
 
 

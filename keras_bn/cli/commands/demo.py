@@ -13,7 +13,7 @@ from keras_bn.cli.progress import Progress, training_progress
 HELP = (
     "train a small CNN with keras_bn.BatchNormalization under XLA, fold it, "
     "export TFLite (float32, int8) and ONNX, and compare them all on "
-    "held-out data"
+    "held-out data; also its accuracy with population statistics"
 )
 EPILOG = (
     "example:\n  keras-bn demo --epochs 8 --out export/out\n"
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 "rows": result.rows,
                 "history": result.history,
                 "fold_report": fold_report_to_dict(result.fold_report),
+                "population": result.population,
                 "out": str(out.resolve()),
             }
         )
@@ -90,4 +91,5 @@ def print_table(result, epochs: int, out: Path) -> None:
     ]
     print(format_table(rows, list(rows[0])))
     print(result.fold_report)
+    print(result.population.summary())
     print(f"files in {out.resolve()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_bn.cli.arguments import QUANTIZE_CHOICES
+from keras_bn.cli.arguments import QUANTIZE_CHOICES, add_population_data
 from keras_bn.cli.errors import EXIT_OK, CommandError
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json
@@ -17,7 +17,8 @@ HELP = (
 )
 EPILOG = (
     "example:\n  keras-bn export model.keras --format all -o export/out\n"
-    "  keras-bn export model.keras --format tflite --quantize int8 --data digits.npz"
+    "  keras-bn export model.keras --format tflite --quantize int8 --data digits.npz\n"
+    "  keras-bn export model.keras --population-data digits.npz"
 )
 FORMAT_CHOICES = ("tflite", "onnx", "all")
 
@@ -37,7 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(both); default parity inputs: seeded standard normal",
     )
     parser.add_argument(
-        "-o", "--output", metavar="DIR", help="default: the model's directory"
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="default: the model's directory; created if missing, and removed "
+        "again if the export fails",
     )
     parser.add_argument(
         "--opset", type=int, default=17, help="ONNX opset (default: %(default)s)"
@@ -45,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fold", action="store_true", help="export the model as it is, BN included"
     )
+    add_population_data(parser)
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -58,22 +64,32 @@ def check_flags(args: argparse.Namespace) -> None:
             "--quantize int8 needs --data: typical input images (an .npz with "
             "x_train, or an .npy) to calibrate the activation ranges"
         )
+    if args.population_data is not None and args.no_fold:
+        raise CommandError(
+            "--population-data re-estimates the statistics that folding bakes "
+            "in; it cannot be combined with --no-fold"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_bn.data import load_images
+    from keras_bn.data import load_images, load_population_data
     from keras_bn.export import EXPORT_FORMATS, export_files
+    from keras_bn.export.staging import created_directories
 
     check_flags(args)
-    calibration = evaluation = None
+    calibration = evaluation = population_data = None
     if args.data is not None:
         calibration, evaluation = load_images(args.data)
+    if args.population_data is not None:
+        population_data = load_population_data(args.population_data)
     model = load_model(args.model)
     out = Path(args.output) if args.output else Path(args.model).resolve().parent
-    out.mkdir(parents=True, exist_ok=True)
     formats = list(EXPORT_FORMATS) if args.format == "all" else [args.format]
     stages = [f"export {f}" for f in formats]
-    with Progress(stages, quiet=args.quiet, desc="export") as progress:
+    with (
+        created_directories(out),
+        Progress(stages, quiet=args.quiet, desc="export") as progress,
+    ):
         reports = export_files(
             model,
             out,
@@ -84,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             evaluation=evaluation,
             fold=not args.no_fold,
             opset=args.opset,
+            population_data=population_data,
             on_format=lambda file_format: progress(f"export {file_format}"),
         )
     if args.json:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from keras_bn.cli.arguments import non_negative_float
-from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.cli.arguments import (
+    add_population_data,
+    keras_output_path,
+    non_negative_float,
+)
+from keras_bn.cli.errors import EXIT_OK
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
@@ -15,7 +18,10 @@ HELP = (
     "fold every BatchNormalization of a Keras model into its neighbour "
     "and verify the result"
 )
-EPILOG = "example:\n  keras-bn fold model.keras -o model_folded.keras"
+EPILOG = (
+    "example:\n  keras-bn fold model.keras -o model_folded.keras\n"
+    "  keras-bn fold model.keras --population-data digits.npz"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,51 +30,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="OUT.keras",
-        help="default: MODEL_folded.keras next to MODEL",
+        help="default: MODEL_folded.keras next to MODEL; replaced only once "
+        "the new file is complete",
     )
     parser.add_argument(
         "--rtol",
         type=non_negative_float,
-        default=1e-4,
-        help="verification, relative to the output's scale (default: %(default)s)",
+        help="verification, relative to the output's scale "
+        "(default: keras_bn.fold_batchnorm's)",
     )
     parser.add_argument(
         "--atol",
         type=non_negative_float,
-        default=1e-5,
-        help="verification, absolute (default: %(default)s)",
+        help="verification, absolute (default: keras_bn.fold_batchnorm's)",
     )
+    add_population_data(parser)
 
 
-def output_path(args: argparse.Namespace) -> Path:
-    """`-o`, or `MODEL_folded.keras` next to the model; checked."""
-    if args.output is None:
-        return Path(args.model).with_name(f"{Path(args.model).stem}_folded.keras")
-    output = Path(args.output)
-    if output.suffix != ".keras":
-        raise CommandError(f"-o must name a .keras file. Received: {args.output!r}")
-    return output
+def tolerances(args: argparse.Namespace) -> dict:
+    """The tolerances the user gave; the library's defaults otherwise."""
+    given = {"rtol": args.rtol, "atol": args.atol}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def run(args: argparse.Namespace) -> int:
+    from keras_bn.data import load_population_data
     from keras_bn.export import fold_report_to_dict
+    from keras_bn.export.staging import save_model
     from keras_bn.folding import fold_batchnorm
 
-    output = output_path(args)  # a bad -o fails before the model is loaded
+    # A bad -o fails before the model is loaded.
+    output = keras_output_path(args.model, args.output, "_folded")
+    population_data = None
+    if args.population_data is not None:
+        population_data = load_population_data(args.population_data)
     stages = ["load", "fold and verify", "save"]
     with Progress(stages, quiet=args.quiet, desc="fold") as progress:
         progress("load")
         model = load_model(args.model)
-        if not output.parent.is_dir():
-            raise CommandError(
-                f"the directory of -o does not exist: {str(output.parent)!r}"
-            )
         progress("fold and verify")
         folded, report = fold_batchnorm(
-            model, rtol=args.rtol, atol=args.atol, return_report=True
+            model,
+            population_data=population_data,
+            return_report=True,
+            **tolerances(args),
         )
         progress("save")
-        folded.save(output)
+        output = save_model(folded, output)
     if args.json:
         print_json(
             {

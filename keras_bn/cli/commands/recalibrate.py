@@ -1,0 +1,88 @@
+"""`keras-bn recalibrate`: population statistics for every BN of a `.keras` model."""
+
+from __future__ import annotations
+
+import argparse
+
+from keras_bn.cli.arguments import keras_output_path
+from keras_bn.cli.errors import EXIT_OK
+from keras_bn.cli.loading import existing_file, load_model
+from keras_bn.cli.output import print_json, size_text
+from keras_bn.cli.progress import Progress
+
+HELP = (
+    "re-estimate every BatchNormalization's statistics on data "
+    "(population statistics, Ioffe & Szegedy's Algorithm 2)"
+)
+EPILOG = (
+    "example:\n"
+    "  keras-bn recalibrate model.keras --data digits.npz -o model_recalibrated.keras\n"
+    "  keras-bn recalibrate model.keras --data shifted.npy --dry-run   # report only"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        required=True,
+        help="the inputs: x_train of an .npz, or an .npy (unlabeled images of "
+        "a new domain, for instance)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.keras",
+        help="default: MODEL_recalibrated.keras next to MODEL",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per batch (default: keras_bn.population_statistics')",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report how far the moving statistics are from the population "
+        "estimate; write nothing",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_bn import population_statistics
+    from keras_bn.data import load_population_data
+    from keras_bn.export.staging import save_model
+
+    output = None
+    if not args.dry_run:
+        output = keras_output_path(args.model, args.output, "_recalibrated")
+    data = load_population_data(existing_file(args.data, "data file"))
+    stages = ["load", "estimate"] + ([] if args.dry_run else ["save"])
+    with Progress(stages, quiet=args.quiet, desc="recalibrate") as progress:
+        progress("load")
+        model = load_model(args.model)
+        progress("estimate")
+        report = population_statistics(
+            model,
+            data,
+            batch_size=args.batch_size,
+            apply=not args.dry_run,
+            verbose=0,
+        )
+        if output is not None:
+            progress("save")
+            output = save_model(model, output)
+    if args.json:
+        print_json(
+            {
+                "status": "ok",
+                "output": None if output is None else str(output),
+                "population": report,
+            }
+        )
+    else:
+        print(report.summary())
+        if output is not None:
+            print(f"wrote {output} ({size_text(output.stat().st_size)})")
+    return EXIT_OK

@@ -1,0 +1,106 @@
+"""`keras-bn recalibrate` and `--population-data`: the command line's population
+statistics equal a float64 NumPy Algorithm 2 (`tests.helpers.population`).
+
+In-process through `keras_bn.cli.main`, on the demo's architecture with
+stand-in statistics (far from the population's, so a no-op cannot pass).
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_bn
+from keras_bn import cli, demo
+from keras_bn.population import DEFAULT_BATCH_SIZE
+from keras_bn.stand_in_statistics import set_stand_in_statistics
+from tests.helpers.population import algorithm2, array_batches, sequential_recipe
+from tests.tolerances import FOLD_FLOAT32_RTOL, POPULATION_RTOL
+
+BATCH_SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    keras.utils.set_random_seed(8)
+    model = demo.build_model((8, 8, 1), 10)
+    set_stand_in_statistics(model, seed=8)
+    directory = tmp_path_factory.mktemp("recalibrate")
+    model.save(directory / "model.keras")
+    rng = np.random.default_rng(8)
+    x_train = rng.normal(0.5, 0.3, size=(48, 8, 8, 1)).astype(np.float32)
+    x_test = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+    np.savez(directory / "data.npz", x_train=x_train, x_test=x_test)
+    return directory, model, x_train
+
+
+def reference(model, x):
+    return algorithm2(sequential_recipe(model), array_batches(x, BATCH_SIZE))
+
+
+def assert_statistics(model, expected) -> None:
+    layers = [x for x in model.layers if isinstance(x, keras_bn.BatchNormalization)]
+    assert {layer.name for layer in layers} == set(expected)
+    for layer in layers:
+        mean, variance, _ = expected[layer.name]
+        np.testing.assert_allclose(
+            layer.moving_variance.numpy(), variance, rtol=POPULATION_RTOL
+        )
+        scale = np.sqrt(variance)
+        assert np.all(
+            np.abs(layer.moving_mean.numpy() - mean) <= POPULATION_RTOL * scale
+        )
+
+
+def test_recalibrate_writes_the_population_statistics(files, tmp_path, capsys):
+    directory, model, x_train = files
+    out = tmp_path / "recalibrated.keras"
+    argv = ["recalibrate", str(directory / "model.keras"), "--data"]
+    argv += [str(directory / "data.npz"), "-o", str(out), "--batch-size", "16"]
+    assert cli.main([*argv, "-q"]) == cli.EXIT_OK
+    assert "values/channel" in capsys.readouterr().out
+    assert_statistics(keras.saving.load_model(out), reference(model, x_train))
+
+
+def test_dry_run_reports_and_writes_nothing(files, tmp_path, capsys, monkeypatch):
+    directory, model, x_train = files
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(directory))
+    argv = ["recalibrate", str(directory / "model.keras"), "--data"]
+    argv += [str(directory / "data.npz"), "--dry-run", "--json", "-q"]
+    assert cli.main(argv) == cli.EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    assert document["status"] == "ok" and document["output"] is None
+    assert document["population"]["applied"] is False
+    batches = -(-len(x_train) // DEFAULT_BATCH_SIZE)
+    assert document["population"]["batches"] == batches
+    assert sorted(os.listdir(directory)) == before and os.listdir(tmp_path) == []
+
+
+def test_fold_with_population_data_folds_the_population_statistics(
+    files, tmp_path, capsys
+):
+    directory, model, x_train = files
+    out = tmp_path / "folded.keras"
+    argv = ["fold", str(directory / "model.keras"), "-o", str(out)]
+    argv += ["--population-data", str(directory / "data.npz"), "-q"]
+    assert cli.main(argv) == cli.EXIT_OK
+    folded = keras.saving.load_model(out)
+    recalibrated, _ = keras_bn.with_population_statistics(model, x_train, verbose=0)
+    expected = recalibrated.predict(x_train, verbose=0)
+    moving = model.predict(x_train, verbose=0)
+    actual = folded.predict(x_train, verbose=0)
+    scale = np.max(np.abs(expected))
+    assert np.max(np.abs(actual - expected)) <= FOLD_FLOAT32_RTOL * scale
+    # The stand-in statistics are far from the population's: a fold of the
+    # moving statistics would not pass the line above.
+    assert np.max(np.abs(moving - expected)) > 1e-2 * scale
+
+
+def test_recalibrate_needs_data(files, capsys):
+    directory, _, _ = files
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["recalibrate", str(directory / "model.keras")])
+    assert exit_info.value.code == cli.EXIT_USAGE
