@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from keras_bn.export import runtimes
 from keras_bn.export.error_model import parity_tolerance
-from keras_bn.export.prepare import parity_inputs
+from keras_bn.export.prepare import parity_inputs, split_int8_data
 from keras_bn.export.report import ParityReport
 
 # `check_parity(..., tolerance=FROM_ERROR_MODEL)` judges the file against the
@@ -112,6 +112,7 @@ def check_parity(
     inputs: np.ndarray | None = None,
     tolerance: float | str | None = None,
     quantize: str | None = None,
+    calibration: np.ndarray | None = None,
 ) -> ParityReport:
     """Runs an exported file and measures how far it is from `model`.
 
@@ -131,6 +132,11 @@ def check_parity(
             (`report.passed` is then `None`).
         quantize: The file's quantization (`None`, `"float16"`, `"int8"`),
             which picks the error model's bound.
+        calibration: int8 only: the data the file was calibrated on
+            (`x_train`). Parity is then judged on the samples the export
+            judged (`keras_bn.export.prepare.split_int8_data`): on `inputs`
+            when they are other data, else on the held-out part of
+            `calibration`. Without it, `inputs` are taken as held out.
 
     Returns:
         A `ParityReport` with the maximum absolute and scale-relative error.
@@ -138,7 +144,8 @@ def check_parity(
     Raises:
         FileNotFoundError: If `exported_path` does not exist.
         ValueError: If the file is not a TFLite or ONNX model, its input or
-            output shape does not match the model's, or `quantize` is unknown.
+            output shape does not match the model's, `quantize` is unknown,
+            or `calibration` is given without `quantize="int8"`.
 
     Example:
 
@@ -146,9 +153,17 @@ def check_parity(
     >>> report.passed  # doctest: +SKIP
     True
     """
+    if calibration is not None and quantize != "int8":
+        raise ValueError(
+            "`calibration` says which samples an int8 file was calibrated on and "
+            f"is only used with quantize='int8'. Received: quantize={quantize!r}"
+        )
     path = os.fspath(exported_path)
     runtime = runtimes.load_runtime(path)
     bound = resolve_tolerance(model, tolerance, quantize)
-    x = parity_inputs(model, inputs)
+    if calibration is None:
+        x = parity_inputs(model, inputs)
+    else:
+        x = split_int8_data(model, calibration, inputs).held_out
     reference = keras_outputs(model, x)
     return compare(path, runtime.format, x.shape, reference, runtime(x), bound)
