@@ -117,9 +117,24 @@ def test_the_bound_rejects_a_file_with_two_classes_swapped(digits_model, tmp_pat
     assert not check.passed
 
 
-def test_calibration_without_int8_is_refused(digits_model, tmp_path):
+def test_float_files_are_judged_on_inputs_whatever_calibration(digits_model, tmp_path):
+    # The command line passes a data file's arrays unchanged for every file.
     model, dataset = digits_model
-    path = tmp_path / "f.tflite"
-    path.write_bytes(b"")
-    with pytest.raises(ValueError, match="quantize=None"):
-        check_parity(model, path, calibration=dataset.x_train)
+    (report,) = export_files(
+        model,
+        tmp_path,
+        stem="digits",
+        formats=["onnx"],
+        calibration=dataset.x_train,
+        evaluation=dataset.x_test,
+    )
+    check = check_parity(
+        model,
+        report.path,
+        inputs=dataset.x_test,
+        tolerance="error_model",
+        calibration=dataset.x_train,
+    )
+    assert check.input_shape == report.parity.input_shape == dataset.x_test.shape
+    assert check.max_rel_error == report.parity.max_rel_error
+    assert check.passed

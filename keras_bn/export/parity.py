@@ -132,11 +132,13 @@ def check_parity(
             (`report.passed` is then `None`).
         quantize: The file's quantization (`None`, `"float16"`, `"int8"`),
             which picks the error model's bound.
-        calibration: int8 only: the data the file was calibrated on
-            (`x_train`). Parity is then judged on the samples the export
-            judged (`keras_bn.export.prepare.split_int8_data`): on `inputs`
-            when they are other data, else on the held-out part of
-            `calibration`. Without it, `inputs` are taken as held out.
+        calibration: The data an int8 file was calibrated on (`x_train`).
+            Parity is then judged on the samples the export judged
+            (`keras_bn.export.prepare.split_int8_data`): on `inputs` when they
+            are other data, else on the held-out part of `calibration`.
+            Without it, `inputs` are taken as held out. Float files are
+            judged on `inputs` whatever it is, as `export_files` judges them,
+            so a caller can pass a data file's arrays unchanged.
 
     Returns:
         A `ParityReport` with the maximum absolute and scale-relative error.
@@ -144,8 +146,7 @@ def check_parity(
     Raises:
         FileNotFoundError: If `exported_path` does not exist.
         ValueError: If the file is not a TFLite or ONNX model, its input or
-            output shape does not match the model's, `quantize` is unknown,
-            or `calibration` is given without `quantize="int8"`.
+            output shape does not match the model's, or `quantize` is unknown.
 
     Example:
 
@@ -153,17 +154,12 @@ def check_parity(
     >>> report.passed  # doctest: +SKIP
     True
     """
-    if calibration is not None and quantize != "int8":
-        raise ValueError(
-            "`calibration` says which samples an int8 file was calibrated on and "
-            f"is only used with quantize='int8'. Received: quantize={quantize!r}"
-        )
     path = os.fspath(exported_path)
     runtime = runtimes.load_runtime(path)
     bound = resolve_tolerance(model, tolerance, quantize)
-    if calibration is None:
-        x = parity_inputs(model, inputs)
-    else:
+    if quantize == "int8" and calibration is not None:
         x = split_int8_data(model, calibration, inputs).held_out
+    else:
+        x = parity_inputs(model, inputs)
     reference = keras_outputs(model, x)
     return compare(path, runtime.format, x.shape, reference, runtime(x), bound)
