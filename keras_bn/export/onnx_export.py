@@ -16,9 +16,9 @@ included, before each optimizer pass (so that a failing pass can be undone)
 and drops the copy it replaces. Its nodes and graph point at each other, so
 each dropped copy is a reference cycle that only Python's full collection
 frees, and that runs after tens of thousands of allocations: on MobileNetV2
-at 96×96, some fifty copies piled up to 0.75 GB. `collecting_cycles` runs the
-collector on a clock during the conversion, over the conversion's own objects
-only.
+at 96×96, the copies of its 26 passes piled up to 0.75 GB. `collecting_cycles`
+runs the collector on a clock during the conversion, over the conversion's own
+objects only.
 """
 
 from __future__ import annotations
