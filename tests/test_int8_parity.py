@@ -56,18 +56,15 @@ def digits_model():
     return model, dataset
 
 
-@pytest.mark.parametrize("npz", [True, False], ids=["npz", "npy"])
-def test_export_then_check_on_the_same_data_agree(digits_model, tmp_path, npz):
-    model, dataset = digits_model
-    # An .npz gives x_train and x_test; an .npy one array read for both.
-    x_train = dataset.x_train
-    x_test = dataset.x_test if npz else x_train
+def export_and_check(model, tmp_path, x_train, x_test, quantize="int8", exported=None):
+    """Exports `exported` (default `model`) and checks the file against `model`,
+    both given a data file's arrays as the command line gives them."""
     (report,) = export_files(
-        model,
+        model if exported is None else exported,
         tmp_path,
         stem="digits",
-        formats=["tflite"],
-        quantize="int8",
+        formats=["tflite" if quantize else "onnx"],
+        quantize=quantize,
         calibration=x_train,
         evaluation=x_test,
     )
@@ -76,9 +73,19 @@ def test_export_then_check_on_the_same_data_agree(digits_model, tmp_path, npz):
         report.path,
         inputs=x_test,
         tolerance="error_model",
-        quantize="int8",
+        quantize=quantize,
         calibration=x_train,
     )
+    return report, check
+
+
+@pytest.mark.parametrize("npz", [True, False], ids=["npz", "npy"])
+def test_export_then_check_on_the_same_data_agree(digits_model, tmp_path, npz):
+    model, dataset = digits_model
+    # An .npz gives x_train and x_test; an .npy one array read for both.
+    x_train = dataset.x_train
+    x_test = dataset.x_test if npz else x_train
+    report, check = export_and_check(model, tmp_path, x_train, x_test)
     assert report.parity.passed and check.passed
     # The same samples, so the same numbers: one verdict.
     assert check.input_shape == report.parity.input_shape
@@ -96,22 +103,8 @@ def test_the_bound_rejects_a_file_with_two_classes_swapped(digits_model, tmp_pat
     order = np.arange(kernel.shape[1])
     order[[0, 1]] = order[[1, 0]]
     head.set_weights([kernel[:, order], bias[order]])
-    (wrong,) = export_files(
-        swapped,
-        tmp_path,
-        stem="swapped",
-        formats=["tflite"],
-        quantize="int8",
-        calibration=dataset.x_train,
-        evaluation=dataset.x_test,
-    )
-    check = check_parity(
-        model,
-        wrong.path,
-        inputs=dataset.x_test,
-        tolerance="error_model",
-        quantize="int8",
-        calibration=dataset.x_train,
+    _, check = export_and_check(
+        model, tmp_path, dataset.x_train, dataset.x_test, exported=swapped
     )
     assert check.tolerance == parity_tolerance(model, "int8")
     assert not check.passed
@@ -120,20 +113,8 @@ def test_the_bound_rejects_a_file_with_two_classes_swapped(digits_model, tmp_pat
 def test_float_files_are_judged_on_inputs_whatever_calibration(digits_model, tmp_path):
     # The command line passes a data file's arrays unchanged for every file.
     model, dataset = digits_model
-    (report,) = export_files(
-        model,
-        tmp_path,
-        stem="digits",
-        formats=["onnx"],
-        calibration=dataset.x_train,
-        evaluation=dataset.x_test,
-    )
-    check = check_parity(
-        model,
-        report.path,
-        inputs=dataset.x_test,
-        tolerance="error_model",
-        calibration=dataset.x_train,
+    report, check = export_and_check(
+        model, tmp_path, dataset.x_train, dataset.x_test, quantize=None
     )
     assert check.input_shape == report.parity.input_shape == dataset.x_test.shape
     assert check.max_rel_error == report.parity.max_rel_error
