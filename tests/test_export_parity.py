@@ -175,3 +175,33 @@ def test_check_parity_rejects_a_bad_tolerance_or_quantize(
 ):
     with pytest.raises(error):
         check_parity(model, foreign_onnx, **kwargs)
+
+
+def test_large_inputs_reference_is_computed_a_few_samples_at_a_time(monkeypatch):
+    # Slicing bounds the reference's memory; it must not change the outputs
+    # beyond the rounding of a different batch size.
+    from keras_bn.export import parity
+
+    calls = []
+
+    def record(t):
+        calls.append(int(t.shape[0]))
+        return t
+
+    model = keras.Sequential(
+        [
+            keras.Input((40, 40, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.Lambda(record),
+            keras.layers.ReLU(),
+        ]
+    )
+    x = np.random.default_rng(0).standard_normal((5, 40, 40, 3)).astype(np.float32)
+    monkeypatch.setattr(parity, "REFERENCE_SLICE_ELEMENTS", 2 * 40 * 40 * 3)
+    calls.clear()
+    sliced = parity.keras_outputs(model, x)
+    sliced_calls = list(calls)
+    expected = np.asarray(model(x, training=False), dtype=np.float64)
+    assert sliced_calls == [2, 2, 1]
+    scale = np.abs(expected).max()
+    assert np.abs(sliced - expected).max() <= EXPORT_FLOAT32_RTOL * scale

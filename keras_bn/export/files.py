@@ -2,9 +2,11 @@
 
 The command line and any script that exports "the usual set" of files go
 through `export_files`, so the naming (`<stem>.tflite`, `<stem>_int8.tflite`,
-`<stem>.onnx`) and the data rule (int8 is calibrated on the calibration
-split and checked on its first samples; float files are checked on the
-evaluation split) are decided once.
+`<stem>.onnx`) and the data rule are decided once: float files are checked
+on the evaluation split; int8 is calibrated on the calibration split and
+checked on data it did not see, the evaluation split or, without one, a
+held-out part of the calibration data (`keras_bn.export.prepare.
+split_int8_data`, the rule `check_parity(..., calibration=)` applies too).
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ def export_files(
         stem: The files' base name (see `export_path`).
         formats: Any of `"tflite"`, `"onnx"`, in the order to write them.
         quantize: TFLite only: `None`, `"float16"` or `"int8"`.
-        calibration: Typical inputs; calibrate int8 (required for it).
-        evaluation: Parity inputs for float files (default: seeded normal).
+        calibration: Typical inputs (`x_train`); calibrate int8 (required
+            for it).
+        evaluation: Parity inputs (`x_test`; default: seeded normal for
+            float files, a held-out part of `calibration` for int8). May be
+            the same array as `calibration`.
         fold: Fold BatchNormalization layers first.
         opset: The ONNX opset.
         population_data: Batches on which each export re-estimates the
@@ -109,7 +114,7 @@ def export_files(
                     fold=fold,
                     quantize=quantize,
                     representative_data=calibration if int8 else None,
-                    inputs=None if int8 else evaluation,
+                    inputs=evaluation,
                     population_data=population_data,
                 )
             )

@@ -9,6 +9,7 @@ later inside a converter.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -20,6 +21,10 @@ from keras_bn.keras_adapter import iter_layers
 
 DEFAULT_PARITY_BATCH = 8
 DEFAULT_PARITY_SEED = 0
+# int8 parity is judged on samples the calibration did not see
+# (`keras_bn.export.error_model`); without a separate evaluation set, one
+# sample in `HELD_OUT_EVERY` of the data is held out for it.
+HELD_OUT_EVERY = 5
 
 
 def input_spec(model: keras.Model) -> tf.TensorSpec:
@@ -124,3 +129,58 @@ def default_inputs(
 def parity_inputs(model: keras.Model, inputs=None) -> np.ndarray:
     """`as_inputs(model, inputs)`, or `default_inputs(model)` for `None`."""
     return default_inputs(model) if inputs is None else as_inputs(model, inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Data:
+    """Which samples calibrate an int8 file and which judge its parity.
+
+    Attributes:
+        calibration: Float32 inputs whose ranges the converter records.
+        held_out: Float32 inputs the calibration never saw, for the parity check.
+    """
+
+    calibration: np.ndarray
+    held_out: np.ndarray
+
+
+def split_int8_data(model: keras.Model, data, inputs=None) -> Int8Data:
+    """The one rule for which samples calibrate int8 and which judge it.
+
+    An int8 file is exact on the ranges it was calibrated on and saturates
+    beyond them, so its parity means something only on data calibration did
+    not see (`keras_bn.export.error_model`, "int8"). `to_tflite` and
+    `check_parity` both call this, so an export and a later check of the same
+    file on the same data judge the same samples and give one verdict.
+
+    Args:
+        model: The model the data is for (see `input_spec`).
+        data: Typical inputs, batch first (`representative_data`, `x_train`).
+        inputs: Evaluation inputs (`x_test`), or `None`. Inputs that are the
+            same array as `data` (an `.npy` read once for both) count as
+            `None`.
+
+    Returns:
+        An `Int8Data`: `data` calibrates and `inputs` judge; without separate
+        inputs every fifth sample of `data` (counting from the second) is held
+        out and the rest calibrates.
+
+    Raises:
+        ValueError: `data` or `inputs` is misshapen, or `data` has a single
+            sample and there are no separate inputs to judge on.
+    """
+    separate = inputs is not None and not np.may_share_memory(
+        np.asarray(data), np.asarray(inputs)
+    )
+    x = as_inputs(model, data)
+    if separate:
+        return Int8Data(calibration=x, held_out=as_inputs(model, inputs))
+    if len(x) < 2:
+        raise ValueError(
+            "int8 parity is judged on samples the calibration did not see: give "
+            "at least 2 samples (one is held out) or separate `inputs`. "
+            f"Received: data of shape {x.shape} and inputs=None"
+        )
+    held = np.zeros(len(x), dtype=bool)
+    held[1::HELD_OUT_EVERY] = True
+    return Int8Data(calibration=x[~held], held_out=x[held])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_bn.error_model import rounding_tolerance
 from keras_bn.folding.graph import check_foldable_model, fold_graph
 from keras_bn.folding.report import FoldReport
 from keras_bn.folding.verification import (
@@ -20,8 +21,8 @@ def fold_batchnorm(
     model: keras.Model,
     *,
     verify: bool = True,
-    rtol: float = 1e-4,
-    atol: float = 1e-5,
+    rtol: float | None = None,
+    atol: float | None = None,
     data=None,
     population_data=None,
     return_report: bool = False,
@@ -55,8 +56,13 @@ def fold_batchnorm(
         model: a built Functional or Sequential `keras.Model`.
         verify: run both models in inference mode on `data` and raise if the
             outputs differ by more than `atol + rtol * max|output|`.
-        rtol: tolerance relative to each output's largest magnitude.
-        atol: absolute tolerance.
+        rtol: tolerance relative to each output's largest magnitude;
+            `None` (default) takes `keras_bn.error_model.rounding_tolerance`
+            of `model`, which follows its dtype policies (float32,
+            `mixed_float16`, `mixed_bfloat16`): a correct fold of a
+            mixed-precision model differs by its compute dtype's rounding.
+        atol: absolute tolerance; `None` (default) is 0, the bound being
+            relative to the output's scale.
         data: the verification batch, in the structure `model` takes;
             `None` draws a seeded standard-normal batch of 2.
         population_data: if given, batches (as `keras_bn.population_statistics`
@@ -92,6 +98,8 @@ def fold_batchnorm(
     ```
     """
     check_foldable_model(model)
+    rtol = rounding_tolerance(model) if rtol is None else rtol
+    atol = 0.0 if atol is None else atol
     check_tolerances(rtol=rtol, atol=atol)
     population = None
     if population_data is not None:

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "fold": "ResNet50 fold time; unfolded/folded/BN-free inference latency",
     "export": "TFLite and onnxruntime latency and size, unfolded/folded/BN-free",
     "sync": "synchronized BN moments vs Keras on several replicas",
+    "memory": "peak memory of `export --format all` vs loading and one batch",
 }
 HELP = "run a benchmark; the remaining arguments go to it"
 EPILOG = (

@@ -1,0 +1,53 @@
+"""`keras-bn bench memory`: the convention, and a measurement checked against
+an allocation of known size."""
+
+import sys
+
+import pytest
+
+from keras_bn import cli
+from keras_bn.bench import memory
+from keras_bn.bench.memory import peak_rss_mb
+
+
+def test_help_shows_the_common_flags_under_the_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        memory.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: keras-bn bench memory")
+    assert "--json" in out and "--sizes" in out
+    assert memory.COLUMNS and memory.DESCRIPTION
+
+
+def test_a_size_below_the_applications_minimum_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "memory", "--sizes", "16"])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "must be at least 32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("megabytes", [200, 400])
+def test_peak_rss_sees_an_allocation_of_known_size(megabytes):
+    allocate = f"import numpy; a = numpy.ones({megabytes * 1_000_000 // 8}); a += 1"
+    baseline = peak_rss_mb([sys.executable, "-c", "import numpy"])
+    peak = peak_rss_mb([sys.executable, "-c", allocate])
+    # The array is touched (ones, then +=), so every page is resident once;
+    # the interpreter and NumPy are the same in both processes.
+    assert peak - baseline == pytest.approx(megabytes, rel=0.1)
+
+
+def test_a_failing_command_is_one_line():
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        peak_rss_mb([sys.executable, "-c", "1 / 0"])
+
+
+@pytest.mark.slow
+def test_export_of_mobilenetv2_peaks_under_twice_loading_and_one_batch(tmp_path):
+    # Issue 12, case 9: 2.37x before tf2onnx's graph copies were collected.
+    row = memory.measure(96, 8, tmp_path)
+    assert row["export/load+predict"] <= memory.TARGET_RATIO
+    assert sorted(p.suffix for p in (tmp_path / "out_96").iterdir()) == [
+        ".onnx",
+        ".tflite",
+    ]
