@@ -319,3 +319,27 @@ def test_json_mode_reports_errors_on_stdout(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["exit_code"] == cli.EXIT_BAD_INPUT
     assert "does not exist" in report["error"]
+
+
+def test_int8_export_then_check_on_the_same_npz_agree(demo_run, tmp_path, capsys):
+    # Issue 12, case 6: export judged int8 on x_train, check on x_test, and the
+    # same file got two verdicts. Both now judge the samples calibration did
+    # not see, so they measure the same error and agree.
+    out, _ = demo_run
+    data = keras_bn.data.digits()
+    npz = tmp_path / "digits.npz"
+    np.savez(npz, x_train=data.x_train, x_test=data.x_test)
+    model = str(out / "digits_cnn.keras")
+    export_args = ["--format", "tflite", "--quantize", "int8", "--data", str(npz)]
+    assert cli.main(["export", model, *export_args, "-o", str(tmp_path), "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    check_args = ["--quantize", "int8", "--data", str(npz), "--json"]
+    file = str(tmp_path / "digits_cnn_int8.tflite")
+    assert cli.main(["check", model, file, *check_args]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    export_parity = exported["exports"][0]["parity"]
+    assert exported["status"] == checked["status"] == "ok"
+    assert export_parity["input_shape"] == checked["parity"]["input_shape"]
+    assert export_parity["input_shape"][0] == len(data.x_test)
+    assert export_parity["max_rel_error"] == checked["parity"]["max_rel_error"]
+    assert export_parity["passed"] and checked["passed"]

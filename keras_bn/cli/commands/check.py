@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from keras_bn.export import check_parity
 
     exported = existing_file(args.file, "exported file")
-    evaluation = None if args.data is None else load_images(args.data)[1]
+    calibration = evaluation = None
+    if args.data is not None:
+        # int8 files are judged on the samples their calibration did not see:
+        # the library picks them from both arrays, as the export did.
+        calibration, evaluation = load_images(args.data)
     model = load_model(args.model)
     with Progress(["run and compare"], quiet=args.quiet, desc="check") as progress:
         progress("run and compare")
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             inputs=evaluation,
             tolerance="error_model" if args.tolerance is None else args.tolerance,
             quantize=args.quantize,
+            calibration=calibration,
         )
     if not report.passed:
         if not args.json:
