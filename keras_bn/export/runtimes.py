@@ -15,6 +15,7 @@ runtime's own work, not the conversions around it.
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Callable
 
@@ -65,7 +66,7 @@ def detect_format(path: str | os.PathLike) -> str:
     return "onnx"
 
 
-class Runtime:
+class Runtime(abc.ABC):
     """A loaded single-input, single-output exported file, ready to run.
 
     Subclasses load one format; use `load_runtime` to get the right one.
@@ -117,13 +118,13 @@ class Runtime:
             [self.bind(x[i : i + fixed])(finish=True) for i in range(0, len(x), fixed)]
         )
 
+    @abc.abstractmethod
     def bind(self, x: np.ndarray) -> Callable[..., object]:
         """A call that runs the prepared inputs `x`.
 
         `call()` only invokes the runtime (what latency measures);
         `call(finish=True)` also returns the dequantized float32 outputs.
         """
-        raise NotImplementedError
 
     def latency_ms(self, x: np.ndarray, *, repeats: int, warmup: int = 2) -> float:
         """Median milliseconds of one run on `x` (see `bench.timing.median_ms`)."""
