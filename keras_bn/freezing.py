@@ -50,15 +50,7 @@ def freeze_batchnorm(model: keras.Model, *, train_affine: bool = False) -> list[
     >>> model = keras_bn.convert_batchnorm(keras.applications.ResNet50V2())  # doctest: +SKIP
     >>> keras_bn.freeze_batchnorm(model, train_affine=True)  # doctest: +SKIP
     """
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r} of type "
-            f"{type(model).__name__}"
-        )
-    if not isinstance(train_affine, bool):
-        raise TypeError(
-            f"`train_affine` must be a bool. Received: train_affine={train_affine!r}"
-        )
+    _check_arguments(model, train_affine)
     layers = batchnorm_layers(model)
     if not layers:
         raise ValueError(
@@ -80,3 +72,16 @@ def freeze_batchnorm(model: keras.Model, *, train_affine: bool = False) -> list[
         for layer in layers:
             layer.trainable = False
     return [layer.name for layer in layers]
+
+
+def _check_arguments(model, train_affine) -> None:
+    """Raises a `TypeError` for a `model` or `train_affine` of the wrong type."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model={model!r} of type "
+            f"{type(model).__name__}"
+        )
+    if not isinstance(train_affine, bool):
+        raise TypeError(
+            f"`train_affine` must be a bool. Received: train_affine={train_affine!r}"
+        )

@@ -211,6 +211,27 @@ class BatchNormalization(keras.layers.BatchNormalization):
             **kwargs,
         )
         self.axis = axis
+        self._check_arguments(
+            momentum, epsilon, renorm, renorm_momentum, synchronized, virtual_batch_size
+        )
+        self.virtual_batch_size = virtual_batch_size
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+        self.use_moving_statistics = bool(use_moving_statistics)
+
+    def _check_arguments(
+        self,
+        momentum,
+        epsilon,
+        renorm,
+        renorm_momentum,
+        synchronized,
+        virtual_batch_size,
+    ) -> None:
+        """Raises a `ValueError` for an argument out of range, quoting it as passed.
+
+        Runs after Keras' constructor, which has already validated what the
+        two layers share and stored `momentum` and `epsilon` as floats.
+        """
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(
                 f"`momentum` must be in [0, 1]. Received: momentum={momentum}"
@@ -221,26 +242,24 @@ class BatchNormalization(keras.layers.BatchNormalization):
             raise ValueError(
                 f"`renorm_momentum` must be in [0, 1]. Received: renorm_momentum={renorm_momentum}"
             )
-        if virtual_batch_size is not None:
-            if (
-                isinstance(virtual_batch_size, bool)
-                or not isinstance(virtual_batch_size, int)
-                or virtual_batch_size < 1
-            ):
-                raise ValueError(
-                    "`virtual_batch_size` must be a positive int or None. "
-                    f"Received: virtual_batch_size={virtual_batch_size!r}"
-                )
-            if synchronized:
-                raise ValueError(
-                    "`virtual_batch_size` and `synchronized=True` cannot be combined: ghost "
-                    "batches are groups within one replica's batch, so there is nothing to "
-                    f"synchronize. Received: virtual_batch_size={virtual_batch_size}, "
-                    "synchronized=True"
-                )
-        self.virtual_batch_size = virtual_batch_size
-        self.unbiased_moving_variance = bool(unbiased_moving_variance)
-        self.use_moving_statistics = bool(use_moving_statistics)
+        if virtual_batch_size is None:
+            return
+        if (
+            isinstance(virtual_batch_size, bool)
+            or not isinstance(virtual_batch_size, int)
+            or virtual_batch_size < 1
+        ):
+            raise ValueError(
+                "`virtual_batch_size` must be a positive int or None. "
+                f"Received: virtual_batch_size={virtual_batch_size!r}"
+            )
+        if synchronized:
+            raise ValueError(
+                "`virtual_batch_size` and `synchronized=True` cannot be combined: ghost "
+                "batches are groups within one replica's batch, so there is nothing to "
+                f"synchronize. Received: virtual_batch_size={virtual_batch_size}, "
+                "synchronized=True"
+            )
 
     # -- shapes ---------------------------------------------------------------
 
@@ -329,32 +348,37 @@ class BatchNormalization(keras.layers.BatchNormalization):
             autocast=False,
         )
         if self.renorm:
-            # As Keras: the stddevs start at √ of the variance initializer.
-            def moving_stddev_initializer(shape, dtype=None):
-                fresh = _clone_initializer(self.moving_variance_initializer)
-                return keras.ops.sqrt(fresh(shape, dtype=dtype))
+            self._build_renorm_weights(shape)
 
-            self.moving_stddev = self.add_weight(
-                shape=shape,
-                name="moving_stddev",
-                initializer=moving_stddev_initializer,
-                trainable=False,
-                autocast=False,
-            )
-            self.renorm_mean = self.add_weight(
-                shape=shape,
-                name="renorm_mean",
-                initializer=_clone_initializer(self.moving_mean_initializer),
-                trainable=False,
-                autocast=False,
-            )
-            self.renorm_stddev = self.add_weight(
-                shape=shape,
-                name="renorm_stddev",
-                initializer=moving_stddev_initializer,
-                trainable=False,
-                autocast=False,
-            )
+    def _build_renorm_weights(self, shape):
+        """Keras' three renorm statistics, after the moving mean and variance."""
+
+        # As Keras: the stddevs start at √ of the variance initializer.
+        def moving_stddev_initializer(shape, dtype=None):
+            fresh = _clone_initializer(self.moving_variance_initializer)
+            return keras.ops.sqrt(fresh(shape, dtype=dtype))
+
+        self.moving_stddev = self.add_weight(
+            shape=shape,
+            name="moving_stddev",
+            initializer=moving_stddev_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.renorm_mean = self.add_weight(
+            shape=shape,
+            name="renorm_mean",
+            initializer=_clone_initializer(self.moving_mean_initializer),
+            trainable=False,
+            autocast=False,
+        )
+        self.renorm_stddev = self.add_weight(
+            shape=shape,
+            name="renorm_stddev",
+            initializer=moving_stddev_initializer,
+            trainable=False,
+            autocast=False,
+        )
 
     def compute_output_shape(self, input_shape):
         self._channel_axes(input_shape)
@@ -440,25 +464,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _train(self, inputs, weights, ones):
         dtype = ones.dtype
         grouped = self.virtual_batch_size is not None
-        x = inputs
-        if grouped:
-            x, weights = self._group(inputs, weights)
-        # Adjacent axes with the same role are merged (N, H, W, C → N·H·W, C):
-        # the math is unchanged and XLA's CPU reductions over the leading axis
-        # run ~1.7x faster. With a channel axis before reduced trailing axes
-        # (N, C, H, W) merging H·W makes them ~1.6x slower, so it stays 4-D.
-        channels_last = inputs.shape.rank - 1 in self._channel_axes_
-        layout = _Layout.of(
-            ["group"] * grouped
-            + [
-                "channel" if a in self._channel_axes_ else "reduce"
-                for a in range(inputs.shape.rank)
-            ],
-            ([1] * grouped) + self._broadcast_shape,
-            merge=channels_last,
-        )
-        x = layout.collapse(x)
-        weights = None if weights is None else layout.collapse(weights)
+        x, weights, layout = self._statistics_view(inputs, weights, grouped)
         ones = tf.ones(layout.param_shape, dtype)
 
         def param(variable):
@@ -499,6 +505,33 @@ class BatchNormalization(keras.layers.BatchNormalization):
             outputs = tf.reshape(outputs, tf.concat([[-1], tf.shape(inputs)[1:]], 0))
             return outputs[: tf.shape(inputs)[0]]
         return tf.reshape(outputs, tf.shape(inputs))
+
+    def _statistics_view(self, inputs, weights, grouped: bool):
+        """`inputs` and `weights` as the statistics see them, with their layout.
+
+        Ghost batches become a leading group axis first (`_group`); then the
+        axes are collapsed as `_Layout` describes.
+        """
+        x = inputs
+        if grouped:
+            x, weights = self._group(inputs, weights)
+        # Adjacent axes with the same role are merged (N, H, W, C → N·H·W, C):
+        # the math is unchanged and XLA's CPU reductions over the leading axis
+        # run ~1.7x faster. With a channel axis before reduced trailing axes
+        # (N, C, H, W) merging H·W makes them ~1.6x slower, so it stays 4-D.
+        channels_last = inputs.shape.rank - 1 in self._channel_axes_
+        layout = _Layout.of(
+            ["group"] * grouped
+            + [
+                "channel" if a in self._channel_axes_ else "reduce"
+                for a in range(inputs.shape.rank)
+            ],
+            ([1] * grouped) + self._broadcast_shape,
+            merge=channels_last,
+        )
+        x = layout.collapse(x)
+        weights = None if weights is None else layout.collapse(weights)
+        return x, weights, layout
 
     def _group(self, inputs, weights):
         """Reshapes the batch (B, ...) into ghost batches (⌈B/k⌉, k, ...).

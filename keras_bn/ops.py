@@ -241,6 +241,15 @@ def _sum_to(t: tf.Tensor, shape: tf.TensorShape) -> tf.Tensor:
     return tf.reshape(tf.reduce_sum(t, axes, keepdims=True), shape) if axes else t
 
 
+def _stages(rank: int, synchronized: bool) -> list[Callable]:
+    """The forward, backward-sums and dx stages, XLA-compiled unless synchronized."""
+    stages = [_normalize, _backward_sums, _backward_dx]
+    # All-reduces stay outside XLA: TF 2.21 compiles no CPU collectives.
+    if synchronized:
+        return stages
+    return [compiled(stage, rank) for stage in stages]
+
+
 def batch_norm_train(
     x: tf.Tensor,
     gamma: tf.Tensor,
@@ -291,11 +300,7 @@ def batch_norm_train(
     if weights is not None:
         weights = tf.cast(weights, dtype)
     param_shape = gamma.shape
-    # All-reduces stay outside XLA: TF 2.21 compiles no CPU collectives.
-    stages = [_normalize, _backward_sums, _backward_dx]
-    if not synchronized:
-        stages = [compiled(stage, x.shape.rank) for stage in stages]
-    normalize_forward, backward_sums, backward_dx = stages
+    normalize_forward, backward_sums, backward_dx = _stages(x.shape.rank, synchronized)
 
     @tf.custom_gradient
     def normalize(x, gamma, beta):

@@ -540,6 +540,26 @@ def _layer_entry(layer, mean, variance, count) -> LayerPopulation:
     )
 
 
+def _check_collected(model, data, steps, accumulator, used, skipped) -> None:
+    """Raises a `ValueError` unless the batches gave an estimate to assign."""
+    if used + skipped == 0:
+        raise ValueError(
+            f"`data` gave no batches, so model '{model.name}' was not changed. "
+            f"Received: data of type {type(data).__name__}, steps={steps}"
+        )
+    if used == 0:
+        raise ValueError(
+            f"Every batch of `data` held NaN or Inf ({skipped} of {skipped} skipped), "
+            f"so model '{model.name}' was not changed."
+        )
+    if not any(accumulator.count):
+        raise ValueError(
+            f"No value reached a BN layer of model '{model.name}' (empty batches, or "
+            f"masks that hide everything), so it was not changed. Received: {used} "
+            "batches"
+        )
+
+
 def population_statistics(
     model: keras.Model,
     data: Any,
@@ -604,22 +624,7 @@ def population_statistics(
     batches = _Batches(data, batch_size, steps, _num_inputs(model))
     progbar = _progress(verbose, batches.total)
     accumulator, used, skipped = _collect(model, layers, batches, unbiased, progbar)
-    if used + skipped == 0:
-        raise ValueError(
-            f"`data` gave no batches, so model '{model.name}' was not changed. "
-            f"Received: data of type {type(data).__name__}, steps={steps}"
-        )
-    if used == 0:
-        raise ValueError(
-            f"Every batch of `data` held NaN or Inf ({skipped} of {skipped} skipped), "
-            f"so model '{model.name}' was not changed."
-        )
-    if not any(accumulator.count):
-        raise ValueError(
-            f"No value reached a BN layer of model '{model.name}' (empty batches, or "
-            f"masks that hide everything), so it was not changed. Received: {used} "
-            "batches"
-        )
+    _check_collected(model, data, steps, accumulator, used, skipped)
     entries = [
         _layer_entry(layer, *accumulator.estimate(i), accumulator.count[i])
         for i, layer in enumerate(layers)
