@@ -40,14 +40,3 @@ def test_peak_rss_sees_an_allocation_of_known_size(megabytes):
 def test_a_failing_command_is_one_line():
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         peak_rss_mb([sys.executable, "-c", "1 / 0"])
-
-
-@pytest.mark.slow
-def test_export_of_mobilenetv2_peaks_under_twice_loading_and_one_batch(tmp_path):
-    # Issue 12, case 9: 2.37x before tf2onnx's graph copies were collected.
-    row = memory.measure(96, 8, tmp_path)
-    assert row["export/load+predict"] <= memory.TARGET_RATIO
-    assert sorted(p.suffix for p in (tmp_path / "out_96").iterdir()) == [
-        ".onnx",
-        ".tflite",
-    ]

@@ -148,18 +148,19 @@ def test_check_passes_on_the_demo_export(demo_run):
 def test_bench_forwards_its_arguments():
     result = keras_bn_cli(
         "bench",
-        "export",
-        "--models",
-        "small_cnn",
-        "--size",
-        "16",
-        "--batches",
-        "1",
+        "layer",
+        "--shapes",
+        "8,4",
         "--repeats",
         "1",
+        "--modes",
+        "eager",
+        "--dtypes",
+        "float32",
     )
     assert result.returncode == 0, result.stderr
-    assert "small_cnn" in result.stdout and "ort_unoptimized" in result.stdout
+    assert "8x4" in result.stdout and "keras_bn / keras" in result.stdout
+    assert "graph" not in result.stdout.split("keras_bn / fused graph")[1]
 
 
 def test_demo_help_quotes_the_demo_defaults():
