@@ -54,21 +54,6 @@ def test_inference_matches_keras(rng, case):
     assert_close(ours(x, training=True), theirs(x, training=True))
 
 
-def test_masked_training_matches_keras(rng):
-    shape = (5, 8, 3)
-    ours, theirs = bn_pair(rng, shape)
-    x = tf.constant(rng.normal(size=shape), "float32")
-    mask = tf.constant(rng.uniform(size=shape[:2]) > 0.3)
-    upstream = tf.constant(rng.normal(size=shape), "float32")
-    for a, b in zip(
-        train_step(ours, x, upstream, mask),
-        train_step(theirs, x, upstream, mask),
-        strict=True,
-    ):
-        assert_close(a, b)
-    assert_close(ours.moving_variance.numpy(), theirs.moving_variance.numpy())
-
-
 def test_weights_transfer_both_ways(rng):
     ours, theirs = bn_pair(rng, (8, 4), renorm=True)
     assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]

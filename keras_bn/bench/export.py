@@ -24,8 +24,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.runner import main_for
 from keras_bn.bench.timing import interleaved_median_ms
+from keras_bn.cli.arguments import positive_int
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 

@@ -25,8 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.runner import main_for
 from keras_bn.bench.timing import interleaved_median_ms
+from keras_bn.cli.arguments import positive_int
 from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
 from keras_bn.stand_in_statistics import set_stand_in_statistics

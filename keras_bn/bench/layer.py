@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from keras_bn.bench.runner import main_for
 from keras_bn.bench.timing import interleaved_median_ms
+from keras_bn.cli.arguments import positive_int
 from keras_bn.layers import BatchNormalization
 
 DESCRIPTION = "one BN training step: keras_bn vs Keras' layer vs TF's fused kernel"
@@ -161,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtypes", nargs="+", choices=DEFAULT_DTYPES, default=DEFAULT_DTYPES
     )
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=positive_int, default=10)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 from keras_bn.bench.fold import image_size
-from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.runner import main_for
+from keras_bn.cli.arguments import positive_int
 
 DESCRIPTION = "Peak memory of `keras-bn export --format all` vs loading and one batch."
 TARGET_RATIO = 2.0

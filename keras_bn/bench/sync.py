@@ -21,8 +21,9 @@ import argparse
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.runner import main_for, positive_int
+from keras_bn.bench.runner import main_for
 from keras_bn.bench.timing import median_ms
+from keras_bn.cli.arguments import positive_int
 
 DESCRIPTION = (
     "Synchronized BN on two replicas: keras_bn against Keras' `synchronized=True`."

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from keras_bn.bench.runner import main_for
 from keras_bn.bench.timing import interleaved_median_ms
+from keras_bn.cli.arguments import positive_int
 from keras_bn.layers import BatchNormalization
 
 DESCRIPTION = "training step of a small ResNet-style CNN with four kinds of BN"
@@ -139,8 +140,8 @@ def time_steps(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options, for `keras-bn bench train` and `main`."""
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
 
 

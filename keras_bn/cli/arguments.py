@@ -8,6 +8,19 @@ from pathlib import Path
 QUANTIZE_CHOICES = ("float16", "int8")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1, or a usage error quoting `text`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer. Received: {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1. Received: {text!r}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """An argparse type: a number ≥ 0, or a usage error quoting `text`."""
     try:
