@@ -64,7 +64,7 @@ unit roundoff.
    `tolerance = 4 · √(2u² Σ_l n_l + (2/3) Σ_{l reduced} u_{c,l}² (1 + w_l))`
 
    A float32 model keeps `tolerance_float32`. Two Conv2D→BN→ReLU blocks with
-   a pooled Dense head (`tests/test_tolerance_dtypes.py`) get `5.3e-3` under
+   a pooled Dense head (`tests/folding/test_verification_dtypes.py`) get `5.3e-3` under
    `mixed_float16` and `4.2e-2` under `mixed_bfloat16`; their correct folds
    differ by at most `7.3e-4` and `7.5e-3` (five seeds), while a fold that
    ignores the mean, forgets a square root or flips one channel is off by

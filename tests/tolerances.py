@@ -3,7 +3,7 @@
 Import the named constant you need; a test never writes a bare tolerance.
 """
 
-# --- layer and ops (tests/test_ops.py, tests/test_layers.py) -----------------
+# --- layer and ops (tests/layer/) -----------------
 
 # tf.test.compute_gradient's central differences in float64 (step ~1e-3 scaled
 # by the input) leave a truncation error of order h² · |f'''| ≈ 1e-7 on
@@ -33,10 +33,10 @@ LARGE_MEAN_OUTPUT_ATOL = 1e-5
 # terms it cancels from: a float64 sum over a few hundred values.
 ZERO_GRADIENT_RTOL = 1e-6
 
-# --- export (tests/test_export_*.py) ----------------------------------------
+# --- export (tests/export/) ----------------------------------------
 # The issue's parity requirements, checked against keras_bn.export.error_model,
 # whose derived bounds for every tested model lie below them (asserted in
-# tests/test_export_error_model.py): float32 4·u·√(2Σn) is 8.0e-5 for ResNet50,
+# tests/export/test_error_model.py): float32 4·u·√(2Σn) is 8.0e-5 for ResNet50,
 # the largest tested network; float16 weights add 4·u16·√(L/3), 8.4e-3 for
 # ResNet50's 54 weighted layers.
 EXPORT_FLOAT32_RTOL = 1e-4
@@ -46,7 +46,7 @@ EXPORT_FLOAT16_RTOL = 1e-2
 # only flip predictions whose top two classes are that close.
 EXPORT_INT8_ACCURACY_DROP = 0.01
 
-# --- folding (tests/test_folding_*.py) --------------------------------------
+# --- folding (tests/folding/) --------------------------------------
 # Errors are max|folded − original| / max|original| over a whole output: the
 # rounding of a float32 layer scales with the largest terms it sums, not with
 # each element, so an element-wise relative error is meaningless near zero.
@@ -71,14 +71,14 @@ FOLD_FLOAT16_RTOL = 4e-3
 # most ~1.2e-7 of the largest term; 1e-6 leaves room for a fused multiply-add.
 AFFINE_FLOAT32_RTOL = 1e-6
 
-# --- command line and demo (tests/test_cli.py) -------------------------------
+# --- command line and demo (tests/cli/) -------------------------------
 # One epoch of the demo CNN on the digits (seed 0) reaches 93.9% held-out
 # accuracy in every format, int8 included; chance is 10%. The floor leaves room
 # for other CPUs' and library versions' rounding while still failing a model
 # that did not train or an export that scrambles its outputs.
 DEMO_MIN_ACCURACY_ONE_EPOCH = 0.8
 
-# --- population statistics, conversion (tests/test_population.py, test_conversion.py)
+# --- population statistics, conversion (tests/population/, tests/test_conversion.py)
 # Population statistics against the float64 NumPy Algorithm 2 (tests/helpers/
 # population.py): the layer computes each batch's moments in float32 (a
 # reduction over m ≤ a few thousand values, relative error ~ log2(m)·2^-24

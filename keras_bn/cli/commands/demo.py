@@ -20,7 +20,7 @@ EPILOG = (
     "  keras-bn demo --data mnist.npz   # x_train, y_train, x_test, y_test"
 )
 # The help text quotes keras_bn.demo's defaults without importing it (and
-# TensorFlow); tests/test_cli.py checks that they agree.
+# TensorFlow); tests/cli/test_commands.py checks that they agree.
 DEFAULT_EPOCHS_TEXT = "8"
 DEFAULT_OUT_TEXT = "export/out"
 
