@@ -15,24 +15,6 @@ from keras_bn import ops
 __all__ = ["BatchNormalization"]
 
 
-def _normalize_axis(axis: int | Sequence[int]) -> int | list[int]:
-    if isinstance(axis, bool):
-        raise TypeError(
-            f"`axis` must be an int or a list of ints. Received: axis={axis!r}"
-        )
-    if isinstance(axis, int):
-        return axis
-    if (
-        isinstance(axis, (list, tuple))
-        and axis
-        and all(isinstance(a, int) and not isinstance(a, bool) for a in axis)
-    ):
-        return list(axis)
-    raise TypeError(
-        f"`axis` must be an int or a non-empty list of ints. Received: axis={axis!r}"
-    )
-
-
 class _Layout(NamedTuple):
     """How an input is viewed for the statistics: runs of merged axes.
 
@@ -187,7 +169,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         use_moving_statistics: bool = False,
         **kwargs,
     ):
-        axis = _normalize_axis(axis)
+        axis = ops.validate_axis(axis)
         # Keras validates the shared arguments (renorm clipping, synchronized
         # on this backend) with its own messages; it only accepts an int axis.
         super().__init__(
@@ -264,20 +246,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     # -- shapes ---------------------------------------------------------------
 
     def _channel_axes(self, input_shape) -> list[int]:
-        rank = len(input_shape)
-        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
-        for a in axes:
-            if not -rank <= a < rank:
-                raise ValueError(
-                    f"Layer '{self.name}': axis {a} is out of bounds for input shape "
-                    f"{tuple(input_shape)}. Received: axis={self.axis}"
-                )
-        axes = sorted(a % rank for a in axes)
-        if len(set(axes)) != len(axes):
-            raise ValueError(
-                f"Layer '{self.name}': duplicate axes in `axis`. Received: axis={self.axis}"
-            )
-        if len(axes) == rank:
+        axes = ops.channel_axes(self.axis, input_shape, f"Layer '{self.name}': ")
+        if len(axes) == len(input_shape):
             raise ValueError(
                 f"Layer '{self.name}': `axis` covers every dimension of input shape "
                 f"{tuple(input_shape)}, leaving nothing to normalize over. Received: axis={self.axis}"
@@ -305,7 +275,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
             ndim=len(input_shape), axes={a: input_shape[a] for a in axes}
         )
         self._channel_axes_ = axes
-        self._reduction_axes = [a for a in range(len(input_shape)) if a not in axes]
         self._broadcast_shape = [
             input_shape[a] if a in axes else 1 for a in range(len(input_shape))
         ]
@@ -563,7 +532,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _update_moving_statistics(self, stats: ops.BatchStats, grouped: bool):
         mean, variance = stats.mean, stats.variance
         if self.unbiased_moving_variance:
-            variance = variance * stats.count / tf.maximum(stats.count - 1, 1)
+            variance = ops.bessel_correction(variance, stats.count)
         count = stats.count
         if grouped:
             # Each ghost batch is normalized by its own statistics; inference

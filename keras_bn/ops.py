@@ -49,6 +49,8 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 # One compiled function per stage and rank: `reduce_retracing` then relaxes
@@ -67,11 +69,97 @@ __all__ = [
     "BatchStats",
     "batch_norm_inference",
     "batch_norm_train",
+    "bessel_correction",
+    "channel_axes",
     "cross_replica_sum",
     "moments",
     "renorm_corrections",
     "statistics_dtype",
+    "validate_axis",
 ]
+
+
+def validate_axis(axis: int | Sequence[int], owner: str = "") -> int | list[int]:
+    """`axis` as an int or a list of ints, or a `TypeError` quoting it.
+
+    Args:
+        axis: a layer's `axis` argument: an int or a non-empty list of ints.
+        owner: prefix for the message, for example `"Layer 'bn': "`.
+
+    Returns:
+        The int, or the axes as a new list.
+
+    Raises:
+        TypeError: for a bool, a float, an empty list or a list with a non-int.
+    """
+    if isinstance(axis, int) and not isinstance(axis, bool):
+        return axis
+    if (
+        isinstance(axis, (list, tuple))
+        and axis
+        and all(isinstance(a, int) and not isinstance(a, bool) for a in axis)
+    ):
+        return list(axis)
+    raise TypeError(
+        f"{owner}`axis` must be an int or a non-empty list of ints. "
+        f"Received: axis={axis!r}"
+    )
+
+
+def channel_axes(
+    axis: int | Sequence[int], input_shape: Sequence, owner: str = ""
+) -> list[int]:
+    """The channel axes `axis` names in an input of `input_shape`: sorted, ≥ 0.
+
+    Args:
+        axis: an int or a list of ints, negative ones counting from the end.
+        input_shape: the input's shape (only its length is read).
+        owner: prefix for the messages, for example `"Layer 'bn': "`.
+
+    Returns:
+        The axes as sorted non-negative ints.
+
+    Raises:
+        ValueError: for an axis out of bounds or an axis named twice.
+
+    Example:
+
+    >>> channel_axes(-1, (8, 5, 3))
+    [2]
+    """
+    rank = len(input_shape)
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ValueError(
+                f"{owner}axis {a} is out of bounds for input shape "
+                f"{tuple(input_shape)} (rank {rank}). Received: axis={axis}"
+            )
+    normalized = sorted(a % rank for a in axes)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{owner}duplicate axes in `axis`. Received: axis={axis}")
+    return normalized
+
+
+def bessel_correction(variance, count):
+    """The unbiased variance `variance·m/(m − 1)` of `m = count` values.
+
+    `m − 1` is floored at 1, so a single value (or a weighted count below 2)
+    is not divided by zero. NumPy in, NumPy out (float64 stays float64);
+    backend tensors in, a tensor out.
+
+    Args:
+        variance: the biased (population) variance of the values.
+        count: how many values (or their total weight) it was computed from.
+
+    Returns:
+        The Bessel-corrected variance, broadcast like `variance * count`.
+    """
+    if isinstance(count, (int, float, np.ndarray, np.generic)) and isinstance(
+        variance, (int, float, np.ndarray, np.generic)
+    ):
+        return variance * (count / np.maximum(count - 1.0, 1.0))
+    return variance * count / keras.ops.maximum(count - 1.0, 1.0)
 
 
 class BatchStats(NamedTuple):

@@ -55,6 +55,7 @@ import tensorflow as tf
 from keras_bn.conversion import clone_with_weights
 from keras_bn.keras_adapter import batchnorm_layers
 from keras_bn.layers import BatchNormalization
+from keras_bn.ops import bessel_correction
 
 __all__ = [
     "LayerPopulation",
@@ -417,7 +418,7 @@ class _Accumulator:
                     continue  # a fully masked call holds nothing
                 variance = np.asarray(variance, np.float64)
                 if self.unbiased and self.corrects[index]:
-                    variance = variance * m / max(m - 1.0, 1.0)
+                    variance = bessel_correction(variance, m)
                 self.weighted_mean[index] += m * np.asarray(mean, np.float64)
                 self.weighted_variance[index] += m * variance
                 self.count[index] += m
