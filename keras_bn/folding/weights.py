@@ -27,6 +27,9 @@ Kernel layouts are Keras': Dense `(in, out)`; convolutions
 with output channel `c * depth_multiplier + m`; separable convolutions a
 depthwise kernel followed by a pointwise `(1, ..., in * depth_multiplier,
 out)`; transposed convolutions `(*window, out, in)`.
+
+The derivations, and how these formulas fit the folding engine, are in
+docs/folding.md.
 """
 
 from __future__ import annotations
