@@ -39,8 +39,6 @@ model = keras.Sequential([
 model.compile("sgd", "mse")
 rng = np.random.default_rng(0)
 model.fit(rng.normal(size=(16, 6, 6, 2)), rng.normal(size=(16, 1)), epochs=1, verbose=0)
-keras_bn.convert_batchnorm(model)
-keras_bn.freeze_batchnorm(model)
 assert keras.backend.backend() == "jax"
 print("tensorflow" in sys.modules)
 """
@@ -57,7 +55,9 @@ def _python(code: str, backend: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_keras_level_work_on_jax_never_imports_tensorflow():
+def test_importing_building_and_training_on_jax_never_imports_tensorflow():
+    # Only up to `fit`: Keras 3.15's own `serialize_keras_object` (any
+    # `get_config`, so cloning and saving) imports TensorFlow when installed.
     result = _python(TRAIN_ON_JAX, "jax")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
