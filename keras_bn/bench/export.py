@@ -24,15 +24,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_bn.bench.runner import main_for
-from keras_bn.bench.timing import interleaved_median_ms
-from keras_bn.cli.arguments import positive_int
+from keras_bn.argument_types import positive_int
+from keras_bn.defaults import BENCHMARKS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.stand_in_statistics import set_stand_in_statistics
+from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = (
-    "Latency and size of exported files: unfolded, folded, and the BN-free limit."
-)
+DESCRIPTION = BENCHMARKS["export"]
 VARIANTS = ("unfolded", "folded", "bn_free")
 RUNTIMES = ("tflite", "ort_optimized", "ort_unoptimized")
 APPLICATIONS = {
@@ -199,11 +197,3 @@ def run(args: argparse.Namespace) -> list[dict]:
         return measure(args, args.out)
     with tempfile.TemporaryDirectory(prefix="keras_bn_bench_") as tmp:
         return measure(args, Path(tmp))
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("export", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

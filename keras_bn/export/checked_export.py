@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_bn.export.error_model import parity_tolerance
 from keras_bn.export.parity import keras_outputs
+from keras_bn.export.parity_bounds import parity_tolerance
 from keras_bn.export.prepare import model_to_export
 from keras_bn.export.report import ExportReport
 from keras_bn.export.staging import publish_checked

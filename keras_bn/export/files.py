@@ -19,12 +19,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_bn.defaults import DEFAULT_OPSET, EXPORT_FORMATS
 from keras_bn.export.onnx_export import to_onnx
 from keras_bn.export.report import ExportReport
 from keras_bn.export.tflite import to_tflite
-
-EXPORT_FORMATS = ("tflite", "onnx")
-DEFAULT_OPSET = 17
 
 
 def export_path(

@@ -37,15 +37,12 @@ import tensorflow as tf
 import tf2onnx
 from onnx import numpy_helper
 
+from keras_bn.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from keras_bn.export.checked_export import export_checked
 from keras_bn.export.prepare import input_spec, parity_inputs
 from keras_bn.export.report import ExportReport
-from keras_bn.export.staging import validate_destination
+from keras_bn.staging import validate_destination
 
-# tf2onnx 1.17 knows opsets 7..18 (tf2onnx.constants.OPSET_TO_IR_VERSION);
-# below 13 several TF ops used by Keras 3 layers have no conversion.
-MIN_OPSET = 13
-MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 # How often cycles are collected during a conversion: one optimizer pass over
 # MobileNetV2 takes about 0.1 s and leaves one 40 MB copy behind.
 CONVERSION_GC_INTERVAL_S = 0.05
@@ -115,7 +112,7 @@ def to_onnx(
     path: str | os.PathLike,
     *,
     fold: bool = True,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     inputs: np.ndarray | None = None,
     population_data: Any = None,
 ) -> ExportReport:
@@ -125,7 +122,7 @@ def to_onnx(
     (batch dimension free), validated with `onnx.checker`, written to a hidden
     temporary file next to `path`, run with onnxruntime and compared with the
     *original* Keras model; only if the scale-relative error is within the bound
-    of `keras_bn.export.error_model` is it renamed to `path`. The caller's model
+    of `keras_bn.export.parity_bounds` is it renamed to `path`. The caller's model
     is never modified.
 
     Args:
@@ -136,7 +133,7 @@ def to_onnx(
         fold: Fold BatchNormalization layers with
             `keras_bn.folding.fold_batchnorm` first (default). With `False` the
             model is converted as it is.
-        opset: ONNX opset, 13 to 18.
+        opset: ONNX opset, `MIN_OPSET` to `MAX_OPSET` (13 to 18).
         inputs: Float32 inputs for the parity check, batch first. Defaults to
             8 seeded standard-normal samples.
         population_data: Batches (an array, a `tf.data.Dataset` or an

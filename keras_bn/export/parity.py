@@ -4,10 +4,10 @@
 whoever made it: `keras_bn.export.runtimes` recognises the format from the
 file's content and runs it. The comparison is scale-relative,
 `max|y_file - y_keras| / max|y_keras|`, the quantity the error model in
-`keras_bn.export.error_model` bounds; the policy of which bound applies
+`keras_bn.export.parity_bounds` bounds; the policy of which bound applies
 (float32, float16, int8) lives here and in the error model, not in callers.
 
-The Keras reference is computed on the CPU (see `error_model`, "Not covered").
+The Keras reference is computed on the CPU (see docs/error-model.md, "Not covered").
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.export import runtimes
-from keras_bn.export.error_model import parity_tolerance
+from keras_bn.export.parity_bounds import parity_tolerance
 from keras_bn.export.prepare import parity_inputs, split_int8_data
 from keras_bn.export.report import ParityReport
 
@@ -143,7 +143,7 @@ def check_parity(
         inputs: Float32 array, batch first. Defaults to 8 seeded
             standard-normal samples of the model's input shape.
         tolerance: The scale-relative bound to judge by: a number,
-            `"error_model"` for the bound `keras_bn.export.error_model` derives
+            `"error_model"` for the bound `keras_bn.export.parity_bounds` derives
             for `model` and `quantize`, or `None` (default) for no verdict
             (`report.passed` is then `None`).
         quantize: The file's quantization (`None`, `"float16"`, `"int8"`),

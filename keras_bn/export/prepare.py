@@ -22,7 +22,7 @@ from keras_bn.keras_adapter import iter_layers
 DEFAULT_PARITY_BATCH = 8
 DEFAULT_PARITY_SEED = 0
 # int8 parity is judged on samples the calibration did not see
-# (`keras_bn.export.error_model`); without a separate evaluation set, one
+# (`keras_bn.export.parity_bounds`); without a separate evaluation set, one
 # sample in `HELD_OUT_EVERY` of the data is held out for it.
 HELD_OUT_EVERY = 5
 
@@ -149,7 +149,7 @@ def split_int8_data(model: keras.Model, data, inputs=None) -> Int8Data:
 
     An int8 file is exact on the ranges it was calibrated on and saturates
     beyond them, so its parity means something only on data calibration did
-    not see (`keras_bn.export.error_model`, "int8"). `to_tflite` and
+    not see (`keras_bn.export.parity_bounds`, "int8"). `to_tflite` and
     `check_parity` both call this, so an export and a later check of the same
     file on the same data judge the same samples and give one verdict.
 

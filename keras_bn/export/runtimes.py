@@ -21,10 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from keras_bn.bench.timing import median_ms
+from keras_bn.timing import median_ms
 
 TFLITE_IDENTIFIER = b"TFL3"
-FORMATS = ("tflite", "onnx")
 RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime"}
 
 

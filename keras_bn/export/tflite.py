@@ -22,12 +22,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_bn.defaults import QUANTIZE_MODES
 from keras_bn.export.checked_export import export_checked
 from keras_bn.export.prepare import input_spec, parity_inputs, split_int8_data
 from keras_bn.export.report import ExportReport
-from keras_bn.export.staging import validate_destination
+from keras_bn.staging import validate_destination
 
-QUANTIZE_MODES = (None, "float16", "int8")
 # Calibration records each tensor's range over its samples; a held-out sample
 # exceeds the range of n exchangeable calibration samples with probability
 # 1/(n + 1) (order statistics) and then saturates. 500 samples left the digits
@@ -79,7 +79,7 @@ def validate_quantize(model, quantize, representative_data) -> None:
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
-            "`quantize` must be None, 'float16' or 'int8'. "
+            f"`quantize` must be one of {QUANTIZE_MODES}. "
             f"Received: quantize={quantize!r}"
         )
     if quantize != "int8" and representative_data is not None:
@@ -118,7 +118,7 @@ def to_tflite(
     The model is converted with `tf.lite.TFLiteConverter.from_keras_model`,
     written to a hidden temporary file next to `path`, run with LiteRT's
     interpreter and compared with the *original* Keras model; only if the
-    scale-relative error is within the bound of `keras_bn.export.error_model`
+    scale-relative error is within the bound of `keras_bn.export.parity_bounds`
     for the chosen precision is it renamed to `path`. The caller's model is never
     modified.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 
-from keras_bn.error_model import rounding_tolerance
 from keras_bn.folding.graph import check_foldable_model, fold_graph
 from keras_bn.folding.report import FoldReport
 from keras_bn.folding.verification import (
@@ -13,6 +12,7 @@ from keras_bn.folding.verification import (
     random_batch,
 )
 from keras_bn.population import with_population_statistics
+from keras_bn.rounding_bounds import rounding_tolerance
 
 __all__ = ["fold_batchnorm"]
 
@@ -57,7 +57,7 @@ def fold_batchnorm(
         verify: run both models in inference mode on `data` and raise if the
             outputs differ by more than `atol + rtol * max|output|`.
         rtol: tolerance relative to each output's largest magnitude;
-            `None` (default) takes `keras_bn.error_model.rounding_tolerance`
+            `None` (default) takes `keras_bn.rounding_bounds.rounding_tolerance`
             of `model`, which follows its dtype policies (float32,
             `mixed_float16`, `mixed_bfloat16`): a correct fold of a
             mixed-precision model differs by its compute dtype's rounding.
