@@ -39,7 +39,12 @@ from onnx import numpy_helper
 
 from keras_bn.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from keras_bn.export.checked_export import export_checked
-from keras_bn.export.prepare import input_spec, parity_inputs
+from keras_bn.export.prepare import (
+    PreparedModel,
+    input_spec,
+    parity_inputs,
+    prepare_model,
+)
 from keras_bn.export.report import ExportReport
 from keras_bn.staging import validate_destination
 
@@ -160,6 +165,19 @@ def to_onnx(
     0
     """
     path = validate_destination(path, ".onnx")
+    x = onnx_inputs(model, opset, inputs)
+    prepared = prepare_model(model, fold=fold, population_data=population_data)
+    return write_onnx(prepared, path, opset, x)
+
+
+def onnx_inputs(
+    model: keras.Model, opset: int, inputs: np.ndarray | None
+) -> np.ndarray:
+    """Checks `opset` and `model`; returns the validated parity inputs.
+
+    Raises:
+        TypeError, ValueError: as `to_onnx` (the opset, the model, the inputs).
+    """
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise TypeError(f"`opset` must be an int. Received: opset={opset!r}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -167,24 +185,29 @@ def to_onnx(
             f"`opset` must be between {MIN_OPSET} and {MAX_OPSET} (tf2onnx "
             f"{tf2onnx.__version__}). Received: opset={opset}"
         )
-    spec = input_spec(model)
-    x = parity_inputs(model, inputs)
+    input_spec(model)
+    return parity_inputs(model, inputs)
+
+
+def write_onnx(
+    prepared: PreparedModel, path: str, opset: int, x: np.ndarray
+) -> ExportReport:
+    """Converts the prepared model to a checked ONNX file at `path`."""
+    spec = input_spec(prepared.reference)
 
     def convert(exported: keras.Model):
         proto = convert_to_onnx(exported, spec, opset)
         return lambda tmp: onnx.save(proto, tmp)
 
     return export_checked(
-        model,
+        prepared,
         path,
         file_format="onnx",
         convert=convert,
         x=x,
-        fold=fold,
         details={
             "opset": opset,
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx.__version__,
         },
-        population_data=population_data,
     )
