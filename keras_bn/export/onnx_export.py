@@ -63,9 +63,15 @@ def collecting_cycles(interval_s: float = CONVERSION_GC_INTERVAL_S) -> Iterator[
     pending objects reach a quarter of the long-lived ones) let dozens pile
     up. Objects that exist on entry are frozen (`gc.freeze`) so each
     collection walks only what the block made; they are unfrozen on exit.
+    Freezing is process-wide and `gc.unfreeze` cannot tell our objects from
+    anyone else's, so if the caller has frozen objects (`gc.get_freeze_count()
+    > 0`) nothing is frozen or unfrozen here: collections then walk more
+    objects, but the caller's frozen set is left exactly as it was.
     """
     gc.collect()
-    gc.freeze()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
     stop = threading.Event()
 
     def collect() -> None:
@@ -79,7 +85,8 @@ def collecting_cycles(interval_s: float = CONVERSION_GC_INTERVAL_S) -> Iterator[
     finally:
         stop.set()
         collector.join()
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
         gc.collect()
 
 

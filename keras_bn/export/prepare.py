@@ -21,6 +21,7 @@ from keras_bn.defaults import DEFAULT_INPUT_BATCH, DEFAULT_INPUT_SEED
 from keras_bn.folding.fold import recalibrate_and_fold
 from keras_bn.folding.verification import random_batch
 from keras_bn.keras_adapter import iter_layers
+from keras_bn.keras_objects import check_model
 from keras_bn.population import with_population_statistics
 
 # int8 parity is judged on samples the calibration did not see
@@ -37,11 +38,7 @@ def input_spec(model: keras.Model) -> tf.TensorSpec:
         ValueError: If the model has several inputs or outputs, a non-float32
             input or compute dtype, or an unknown non-batch input dimension.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r} "
-            f"of type {type(model).__name__}"
-        )
+    check_model(model)
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError) as e:
