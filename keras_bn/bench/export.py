@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from keras_bn.argument_types import positive_int
-from keras_bn.defaults import BENCHMARKS
+from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from keras_bn.timing import interleaved_median_ms
@@ -104,7 +104,7 @@ def export_variants(model: keras.Model, directory: Path) -> dict:
 def size_rows(name: str, reports: dict) -> list[dict]:
     """File sizes of the three variants per format, with ratios."""
     rows = []
-    for fmt in ("tflite", "onnx"):
+    for fmt in EXPORT_FORMATS:
         kib = {v: reports[v, fmt].file_size / 1024 for v in VARIANTS}
         rows.append(
             {
