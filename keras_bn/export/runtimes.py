@@ -126,7 +126,7 @@ class Runtime(abc.ABC):
         """
 
     def latency_ms(self, x: np.ndarray, *, repeats: int, warmup: int = 2) -> float:
-        """Median milliseconds of one run on `x` (see `bench.timing.median_ms`)."""
+        """Median milliseconds of one run on `x` (see `keras_bn.timing.median_ms`)."""
         return median_ms(
             self.bind(np.asarray(x, np.float32)), repeats=repeats, warmup=warmup
         )
