@@ -392,9 +392,12 @@ def _x_hat(x, mean, inv_std):
 
 
 def _normalize(x, mean, inv_std, gamma, beta, r, d):
-    x_hat = _x_hat(x, mean, inv_std)
-    scaled = x_hat if r is None else x_hat * r + d
-    return ops.cast(scaled * gamma + beta, x.dtype)
+    """γ·(x̂·r + d) + β as one multiply-add per element: (x − mean)·scale + bias."""
+    scale = inv_std * gamma if r is None else inv_std * r * gamma
+    bias = beta if d is None else d * gamma + beta
+    shift, offset = mean
+    centered = ops.cast(x, inv_std.dtype) - shift - offset
+    return ops.cast(centered * scale + bias, x.dtype)
 
 
 def _backward_sums(dy, x, mean, inv_std, axes):

@@ -28,18 +28,15 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.argument_types import positive_int
+from keras_bn.bench.layer_cases import DEFAULT_SHAPES, EPSILON, MOMENTUM, parse_shape
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["layer"]
-# "shape:axis"; the axis defaults to -1.
-DEFAULT_SHAPES = ["64,28,28,64", "256,14,14,256", "1024,512", "64,64,28,28:1"]
 DEFAULT_DTYPES = ["float32", "float16"]
 MODES = {"eager": None, "graph": False, "xla": True}
 IMPLEMENTATIONS = ("keras_bn", "keras", "fused")
-MOMENTUM = 0.99
-EPSILON = 1e-3
 COLUMNS = [
     "shape",
     "axis",
@@ -51,17 +48,6 @@ COLUMNS = [
     "keras_bn / keras",
     "keras_bn / fused graph",
 ]
-
-
-def parse_shape(text: str) -> tuple[tuple[int, ...], int]:
-    """`"64,64,28,28:1"` → `((64, 64, 28, 28), 1)`; the axis defaults to -1."""
-    dims, _, axis = text.partition(":")
-    try:
-        return tuple(int(n) for n in dims.split(",")), int(axis or -1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a shape is comma-separated ints with an optional ':axis'. Received: {text!r}"
-        ) from None
 
 
 def _layer_step(layer: keras.layers.Layer) -> Callable:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.argument_types import positive_int
+from keras_bn.bench.resnet import build_resnet
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
@@ -91,31 +92,8 @@ def _norm_factory(variant: str) -> Callable[[], keras.layers.Layer]:
 
 
 def build_model(variant: str, width: int = 16, seed: int = 0) -> keras.Model:
-    """A stem, two residual stages (the second strided), pooling and a classifier."""
-    keras.utils.set_random_seed(seed)
-    norm = _norm_factory(variant)
-
-    def conv_bn(x, filters, strides=1, relu=True):
-        x = keras.layers.Conv2D(filters, 3, strides, "same", use_bias=False)(x)
-        x = norm()(x)
-        return keras.layers.ReLU()(x) if relu else x
-
-    def block(x, filters, strides=1):
-        shortcut = x
-        if strides != 1 or x.shape[-1] != filters:
-            shortcut = keras.layers.Conv2D(filters, 1, strides, use_bias=False)(x)
-            shortcut = norm()(shortcut)
-        y = conv_bn(x, filters, strides)
-        y = conv_bn(y, filters, relu=False)
-        return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
-
-    inputs = keras.Input((32, 32, 3))
-    x = conv_bn(inputs, width)
-    x = block(x, width)
-    x = block(x, 2 * width, strides=2)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(10)(x)
-    return keras.Model(inputs, outputs, name=f"resnet_{variant}")
+    """The benchmark's ResNet (`keras_bn.bench.resnet`) with `variant`'s BN."""
+    return build_resnet(_norm_factory(variant), f"resnet_{variant}", width, seed)
 
 
 def time_steps(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 
 from keras_bn.cli.arguments import add_common
 from keras_bn.cli.output import format_row_tables, print_json
@@ -47,10 +49,33 @@ def benchmark_parser(
     return parser
 
 
+def benchmark_module(name: str, argv: list[str]):
+    """The benchmark's module for the `--backend` in `argv` (default TensorFlow).
+
+    Keras reads KERAS_BACKEND once, when it is first imported: it is set here,
+    before the module imports Keras. `NAME` runs on TensorFlow; `NAME_jax`,
+    where it exists, on JAX.
+    """
+    backends = ["tensorflow"]
+    if importlib.util.find_spec(f"keras_bn.bench.{name}_jax") is not None:
+        backends.append("jax")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--backend", default="tensorflow")
+    backend = pre.parse_known_args(argv)[0].backend
+    if backend not in backends:  # the benchmark's parser reports it
+        backend = "tensorflow"
+    os.environ["KERAS_BACKEND"] = backend
+    suffix = "" if backend == "tensorflow" else f"_{backend}"
+    return importlib.import_module(f"keras_bn.bench.{name}{suffix}"), backends
+
+
 def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"keras_bn.bench.{args.name}")
+    module, backends = benchmark_module(args.name, args.args)
     parser = benchmark_parser(
         args.name, module, type(args.parser), args.parser.json_errors
+    )
+    parser.add_argument(
+        "--backend", choices=backends, default="tensorflow", help="Keras backend"
     )
     options = parser.parse_args(args.args)
     args.json = options.json
