@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     keras.utils.set_random_seed(SEED)
     model = digits_cnn(data.x_train.shape[1:], data.num_classes, name=stem)
     model.compile(
-        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"]
+        keras.optimizers.Adam(3e-3),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
     model.fit(
         data.x_train, data.y_train, epochs=args.epochs, batch_size=BATCH_SIZE, verbose=0
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"held-out accuracy ({len(data.y_test)} images):")
     print(f"  Keras  {accuracy(model.predict(data.x_test, verbose=0))}")
     for report in reports:
-        print(f"  {report.path.name}  {accuracy(run_file(report.path, data.x_test))}")
+        print(
+            f"  {Path(report.path).name}  {accuracy(run_file(report.path, data.x_test))}"
+        )
 
 
 if __name__ == "__main__":
