@@ -3,7 +3,7 @@
 tf2onnx 1.17 deep-copies its graph before every optimizer pass and drops the
 copy it replaces as a reference cycle; `collecting_cycles` frees those during
 the conversion. The figures themselves come from `keras-bn bench memory`
-(README, "Export").
+(docs/benchmarks.md, "Export: peak memory").
 """
 
 import gc
