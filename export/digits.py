@@ -27,7 +27,8 @@ import keras
 import numpy as np
 
 from keras_bn.data import load_dataset
-from keras_bn.demo import BATCH_SIZE, DEFAULT_EPOCHS, SEED
+from keras_bn.defaults import DEMO_EPOCHS
+from keras_bn.demo import BATCH_SIZE, SEED
 from keras_bn.export import export_files, run_file
 from keras_bn.models import digits_cnn
 
@@ -36,7 +37,7 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     parser.add_argument("--data", help="an .npz (default: the bundled digits)")
     parser.add_argument("--out", type=Path, default=OUT, help="output directory")
     return parser.parse_args(argv)

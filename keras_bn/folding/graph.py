@@ -42,6 +42,7 @@ from keras_bn.keras_adapter import (
     is_subclassed_model,
     layer_calls,
 )
+from keras_bn.keras_objects import check_model
 
 __all__ = [
     "GraphView",
@@ -63,11 +64,7 @@ def check_foldable_model(model) -> None:
             whose layer graph Keras does not record.
         ValueError: `model` is a Sequential model that was never built.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "`fold_batchnorm` expects a Keras model (`keras.Model`, Functional or "
-            f"Sequential). Received: model={model!r} of type {type(model).__name__}"
-        )
+    check_model(model)
     if isinstance(model, keras.Sequential) and functional_graph(model) is None:
         raise ValueError(
             f"Model '{model.name}' has never been built, so it has no input "

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.keras_adapter import batchnorm_layers
+from keras_bn.keras_objects import check_model
 
 
 def check_arguments(
@@ -21,11 +22,7 @@ def check_arguments(
         ValueError: `steps` or `batch_size` is not a positive int or None; the
             model has no BN layer, or one is not built.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r} of type "
-            f"{type(model).__name__}"
-        )
+    check_model(model)
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 1

@@ -20,8 +20,8 @@ from keras_bn.folding.plans import (
     ReplaceByAffine,
     ShareOperation,
     batchnorm_scale_shift_of,
-    copy_from_config,
 )
+from keras_bn.keras_objects import rebuild_layer
 from tests.helpers.folding import relative_error, set_statistics
 from tests.helpers.reference import layer_inference
 from tests.tolerances import FOLD_FLOAT32_RTOL
@@ -132,4 +132,4 @@ def test_a_layer_that_cannot_be_rebuilt_is_named():
     with pytest.raises(
         TypeError, match=r"'odd' \(NoConfig\) cannot be rebuilt.*Received"
     ):
-        copy_from_config(layer, {"name": "odd"})  # `units` missing
+        rebuild_layer(layer, {"name": "odd"})  # `units` missing
