@@ -32,7 +32,7 @@ IMPORT_ORDER = (
             "keras_bn.text_table",
         ),
     ),
-    ("math", ("keras_bn.ops", "keras_bn.rounding_bounds")),
+    ("math", ("keras_bn.backends", "keras_bn.ops", "keras_bn.rounding_bounds")),
     ("layer", ("keras_bn.layers",)),
     (
         "population, conversion, freezing",

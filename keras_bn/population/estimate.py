@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_bn.layers import BatchNormalization
+from keras_bn.ops import bessel_correction
 from keras_bn.population.report import PopulationReport
 
 
@@ -56,7 +57,7 @@ class Accumulator:
                     continue  # a fully masked call holds nothing
                 variance = np.asarray(variance, np.float64)
                 if self.unbiased and self.corrects[index]:
-                    variance = variance * m / max(m - 1.0, 1.0)
+                    variance = bessel_correction(variance, m)
                 self.weighted_mean[index] += m * np.asarray(mean, np.float64)
                 self.weighted_variance[index] += m * variance
                 self.count[index] += m
