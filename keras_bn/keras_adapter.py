@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 #: The Keras release whose private structure this module was checked against.
 #: After a Keras upgrade, run tests/test_keras_adapter.py and update it.
@@ -282,7 +281,7 @@ def call_replaced(layer: keras.layers.Layer, call: Callable) -> Iterator[None]:
 
 def call_for_batch_moments(
     layer: keras.layers.Layer, inputs, mask=None
-) -> tuple[Any, tf.Tensor, tf.Tensor]:
+) -> tuple[Any, Any, Any]:
     """Runs the class's `call` in training mode and returns its batch moments.
 
     Only inside `batch_moments_mode`: the moving statistics are zeroed, the
@@ -300,9 +299,9 @@ def call_for_batch_moments(
     """
     # A zero start makes `0·momentum-term + batch` exact, and keeps a NaN from
     # an earlier (skipped) batch out of this one.
-    layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
-    layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
+    layer.moving_mean.assign(keras.ops.zeros_like(layer.moving_mean.value))
+    layer.moving_variance.assign(keras.ops.zeros_like(layer.moving_variance.value))
     outputs = type(layer).call(layer, inputs, training=True, mask=mask)
-    mean = tf.identity(layer.moving_mean.value)
-    variance = tf.identity(layer.moving_variance.value)
+    mean = keras.ops.copy(layer.moving_mean.value)
+    variance = keras.ops.copy(layer.moving_variance.value)
     return outputs, mean, variance

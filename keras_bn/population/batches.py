@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 DEFAULT_BATCH_SIZE = 32  # as `model.fit`
 
 
 def is_array(value: Any) -> bool:
-    """Whether `value` is one NumPy array or TensorFlow tensor."""
-    return isinstance(value, (np.ndarray, tf.Tensor))
+    """Whether `value` is one NumPy array or tensor of Keras' backend."""
+    return isinstance(value, np.ndarray) or keras.ops.is_tensor(value)
+
+
+def is_tf_dataset(value: Any) -> bool:
+    """Whether `value` is a `tf.data.Dataset` (never, if TensorFlow is not loaded)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.data.Dataset)
 
 
 def is_array_data(data: Any, num_inputs: int) -> bool:
@@ -39,12 +45,6 @@ def num_inputs(model: keras.Model) -> int:
         return len(model.inputs)
     except (AttributeError, ValueError):  # a subclassed model
         return 1
-
-
-def open_batch_spec(array) -> tf.TensorSpec:
-    """The `tf.TensorSpec` of `array` with the batch axis left open."""
-    array = tf.convert_to_tensor(array)
-    return tf.TensorSpec((None, *array.shape[1:]), array.dtype)
 
 
 class Batches:
@@ -91,9 +91,9 @@ class Batches:
         self.source = data
 
     def _init_arrays(self, data: Any, batch_size: int | None) -> None:
-        self.arrays = tf.nest.map_structure(np.asarray, data)
+        self.arrays = keras.tree.map_structure(np.asarray, data)
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
-        lengths = [len(a) if a.ndim else 0 for a in tf.nest.flatten(self.arrays)]
+        lengths = [len(a) if a.ndim else 0 for a in keras.tree.flatten(self.arrays)]
         if len(set(lengths)) != 1 or 0 in lengths:
             raise ValueError(
                 "`data` must hold at least one example, and every input array "
@@ -107,7 +107,7 @@ class Batches:
         known = None
         if self.arrays is not None:
             known = math.ceil(self.length / self.batch_size)
-        elif isinstance(self.source, tf.data.Dataset):
+        elif is_tf_dataset(self.source):
             cardinality = int(self.source.cardinality())
             known = cardinality if cardinality >= 0 else None
         elif isinstance(self.source, keras.utils.PyDataset):
@@ -127,7 +127,7 @@ class Batches:
     def _elements(self) -> Iterator[Any]:
         if self.arrays is not None:
             for start in range(0, self.length, self.batch_size):
-                yield tf.nest.map_structure(
+                yield keras.tree.map_structure(
                     lambda a, s=start: a[s : s + self.batch_size], self.arrays
                 )
         elif isinstance(self.source, keras.utils.PyDataset):

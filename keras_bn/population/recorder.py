@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_bn.keras_adapter import (
     batch_moments_mode,
@@ -23,17 +23,22 @@ from keras_bn.keras_adapter import (
 from keras_bn.layers import BatchNormalization
 
 #: One call of one BN layer: (mean, variance, count, inputs finite).
-CallRecord = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
+CallRecord = tuple[Any, Any, Any, Any]
 
 
-def all_finite(x: Any) -> tf.Tensor:
+def all_finite(x: Any) -> Any:
     """True when no floating-point tensor in `x` holds NaN or Inf."""
     finite = [
-        tf.reduce_all(tf.math.is_finite(tf.cast(leaf, tf.float32)))
-        for leaf in tf.nest.flatten(x)
-        if tf.as_dtype(leaf.dtype).is_floating
+        ops.all(ops.isfinite(ops.cast(leaf, "float32")))
+        for leaf in keras.tree.flatten(x)
+        if keras.backend.is_float_dtype(leaf.dtype)
     ]
-    return tf.reduce_all(tf.stack([tf.constant(True), *finite]))
+    return ops.all(ops.stack([ops.convert_to_tensor(True), *finite]))
+
+
+def count_dtype() -> str:
+    """float64 for the value counts; float32 on JAX, whose default disables float64."""
+    return "float64" if keras.backend.backend() == "tensorflow" else "float32"
 
 
 class Recorder:
@@ -80,9 +85,9 @@ class Recorder:
         def call(inputs, training=None, mask=None):
             outputs, mean, variance = call_for_batch_moments(layer, inputs, mask)
             if mask is None:
-                count = tf.cast(tf.size(inputs), tf.float64) / channels
+                count = ops.cast(ops.size(inputs), count_dtype()) / channels
             else:
-                count = tf.reduce_sum(tf.cast(mask, tf.float64))
+                count = ops.sum(ops.cast(mask, count_dtype()))
             finite = all_finite(inputs)
             self.records[index].append((mean, variance, count, finite))
             return outputs

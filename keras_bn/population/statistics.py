@@ -6,10 +6,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_bn.conversion import clone_with_weights
-from keras_bn.population.batches import Batches, num_inputs, open_batch_spec
+from keras_bn.population.batches import Batches, num_inputs
 from keras_bn.population.estimate import Accumulator, assign_estimate
 from keras_bn.population.recorder import Recorder
 from keras_bn.population.report import LayerPopulation, PopulationReport
@@ -32,6 +31,25 @@ def progress_bar(verbose: Any, total: int | None) -> keras.utils.Progbar:
     )
 
 
+def compiled_step(step: Any, x: Any) -> Any:
+    """`step` compiled for every batch size on TensorFlow; as it is on JAX.
+
+    On TensorFlow one `tf.function` traces once with the batch axis left
+    open. On JAX the step runs eagerly: it assigns the BN layers' variables
+    (the recorder's `momentum=0` calls), which `jax.jit` cannot do in place.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return step
+    import tensorflow as tf
+
+    def open_batch_spec(array) -> tf.TensorSpec:
+        array = tf.convert_to_tensor(array)
+        return tf.TensorSpec((None, *array.shape[1:]), array.dtype)
+
+    signature = [keras.tree.map_structure(open_batch_spec, x)]
+    return tf.function(step, input_signature=signature)
+
+
 def collect(
     model: keras.Model,
     layers: list[keras.layers.Layer],
@@ -50,15 +68,11 @@ def collect(
     step = None
     with recorder.installed():
         for x in batches:
-            if not all(np.shape(leaf)[0] for leaf in tf.nest.flatten(x)):
+            if not all(np.shape(leaf)[0] for leaf in keras.tree.flatten(x)):
                 continue  # an empty batch holds nothing (and breaks reshapes)
             check_batch(model, x)
             if step is None:
-                # One trace for every batch size: the batch axis is left open.
-                step = tf.function(
-                    recorder.step_function(model),
-                    input_signature=[tf.nest.map_structure(open_batch_spec, x)],
-                )
+                step = compiled_step(recorder.step_function(model), x)
             input_finite, records = step(x)
             records = [
                 [tuple(np.asarray(t) for t in call) for call in calls]

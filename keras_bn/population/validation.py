@@ -6,7 +6,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_bn.keras_adapter import batchnorm_layers
 from keras_bn.keras_objects import check_model
@@ -73,7 +72,7 @@ def check_batch(model: keras.Model, x: Any) -> None:
         expected = [tuple(t.shape) for t in model.inputs]
     except (AttributeError, ValueError):  # a subclassed model: let it say
         return
-    received = [tuple(np.shape(leaf)) for leaf in tf.nest.flatten(x)]
+    received = [tuple(np.shape(leaf)) for leaf in keras.tree.flatten(x)]
     fits = len(received) == len(expected) and all(
         len(r) == len(e) and all(a is None or a == b for a, b in zip(e, r, strict=True))
         for e, r in zip(expected, received, strict=True)

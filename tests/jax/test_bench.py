@@ -12,7 +12,10 @@ from tests.helpers.cli import run_script
 @pytest.mark.parametrize(
     "argv, ratio",
     [
-        (["layer", "--shapes", "16,4", "8,3,2,2:1", "--repeats", "1"], "keras_bn / flax"),
+        (
+            ["layer", "--shapes", "16,4", "8,3,2,2:1", "--repeats", "1"],
+            "keras_bn / flax",
+        ),
         (["train", "--batch", "4", "--repeats", "1"], "BN cost / keras BN cost"),
     ],
 )
