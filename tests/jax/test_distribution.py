@@ -17,6 +17,7 @@ import pytest
 
 import keras_bn
 from tests import tolerances as tol
+from tests.helpers.population import bn_train_numpy
 from tests.jax.helpers import assert_close, bn_pair, train_step
 
 
@@ -87,3 +88,20 @@ def test_fit_under_data_parallel_uses_global_batch_statistics(data_parallel, rng
     assert_close(model.layers[1].moving_mean, whole_batch_mean, tol.PARITY_FLOAT32_RTOL)
     for one, two in zip(*results, strict=True):
         assert_close(two, one, tol.PARITY_FLOAT32_RTOL)
+
+
+def test_ghost_batches_of_the_per_device_size_give_per_device_statistics(
+    data_parallel, rng
+):
+    x = rng.normal(1.0, 2.0, (8, 3)).astype("float32")
+    x[4:] += 5.0  # the second device's half has another mean
+    with data_parallel.scope():
+        layer = keras_bn.BatchNormalization(virtual_batch_size=4)
+        layer.build(x.shape)
+        layout = data_parallel.get_data_layout(x.shape)
+        sharded = keras.distribution.distribute_tensor(jnp.asarray(x), layout)
+        y, _, _, _ = train_step(layer, sharded, jnp.ones(x.shape))
+    assert len(y.sharding.device_set) == 2
+    for half in (slice(0, 4), slice(4, 8)):
+        expected, _ = bn_train_numpy(layer, x[half])
+        assert_close(y[half], expected, tol.PARITY_FLOAT32_RTOL)
