@@ -11,6 +11,7 @@ from keras import initializers
 
 from keras_bn import backends, ops
 
+# `ops` is keras_bn's BN mathematics; `Ops`, Keras' backend-neutral operations.
 Ops = keras.ops
 
 __all__ = ["BatchNormalization"]
@@ -71,7 +72,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     What differs is how the gradient is computed: by the analytic formulas
     of Ioffe & Szegedy (2015) in `keras_bn.ops` instead of autodiff through
     the statistics, which keeps only the input and per-channel vectors for
-    the backward pass. Beyond Keras' layer it also
+    the backward pass (`tf.custom_gradient` on TensorFlow, `jax.custom_vjp`
+    on JAX; other Keras backends raise a `ValueError` here, see docs/jax.md).
+    Beyond Keras' layer it also
 
     - keeps the variance and the output accurate for inputs whose mean is
       large compared with their spread (shifted two-pass statistics),
