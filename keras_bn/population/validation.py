@@ -90,7 +90,7 @@ def check_collected(
     model: keras.Model,
     data: Any,
     steps: int | None,
-    counts: list[float],
+    counts: list[np.ndarray],
     used: int,
     skipped: int,
 ) -> None:
@@ -100,7 +100,7 @@ def check_collected(
         model: the model.
         data: the data, for the message.
         steps: the `steps` argument, for the message.
-        counts: values per channel each BN layer saw.
+        counts: values per channel each BN layer saw (an array per layer).
         used: batches used.
         skipped: batches skipped for NaN/Inf.
     """
@@ -114,7 +114,7 @@ def check_collected(
             f"Every batch of `data` held NaN or Inf ({skipped} of {skipped} skipped), "
             f"so model '{model.name}' was not changed."
         )
-    if not any(counts):
+    if not any(np.any(count > 0) for count in counts):
         raise ValueError(
             f"No value reached a BN layer of model '{model.name}' (empty batches, or "
             f"masks that hide everything), so it was not changed. Received: {used} "
