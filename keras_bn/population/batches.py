@@ -47,6 +47,35 @@ def open_batch_spec(array) -> tf.TensorSpec:
     return tf.TensorSpec((None, *array.shape[1:]), array.dtype)
 
 
+def relaxed_signature(signature: Any, x: Any) -> Any:
+    """`signature` widened to take batch `x` too (None where sizes differ).
+
+    A model with `Input((None, 3))` takes sequences of any length: one
+    signature per batch shape would retrace for every length, a fixed one
+    would refuse the second. Each axis whose size varies between batches is
+    left open, once, and the pass is traced again.
+
+    Args:
+        signature: the structure of `tf.TensorSpec`s so far, or None.
+        x: the next batch.
+
+    Returns:
+        `signature` itself when it takes `x`, a wider one otherwise.
+    """
+    specs = tf.nest.map_structure(open_batch_spec, x)
+    if signature is None:
+        return specs
+    try:
+        tf.nest.assert_same_structure(signature, specs)
+    except (TypeError, ValueError):
+        return specs  # another structure: a trace of its own
+    pairs = list(zip(tf.nest.flatten(signature), tf.nest.flatten(specs), strict=True))
+    if all(old.is_compatible_with(new) for old, new in pairs):
+        return signature
+    wider = [old.most_specific_common_supertype([new]) or new for old, new in pairs]
+    return tf.nest.pack_sequence_as(signature, wider)
+
+
 class Batches:
     """`data` as `model.fit` takes `x`, as an iterator of input batches.
 
@@ -121,6 +150,9 @@ class Batches:
         for index, element in enumerate(self._elements()):
             if total is not None and index >= total:
                 return
+            if self.arrays is not None:
+                yield element  # `x` itself: a list of arrays is one per input
+                continue
             x, _, _ = keras.utils.unpack_x_y_sample_weight(element)
             yield x
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.conversion import clone_with_weights
-from keras_bn.population.batches import Batches, num_inputs, open_batch_spec
+from keras_bn.population.batches import Batches, num_inputs, relaxed_signature
 from keras_bn.population.estimate import Accumulator, assign_estimate
 from keras_bn.population.recorder import Recorder
 from keras_bn.population.report import LayerPopulation, PopulationReport
@@ -47,17 +47,19 @@ def collect(
     accumulator = Accumulator(layers, unbiased)
     used = skipped = 0
     recorder = Recorder(layers, unbiased)
-    step = None
+    step = signature = None
     with recorder.installed():
         for x in batches:
             if not all(np.shape(leaf)[0] for leaf in tf.nest.flatten(x)):
                 continue  # an empty batch holds nothing (and breaks reshapes)
             check_batch(model, x)
-            if step is None:
-                # One trace for every batch size: the batch axis is left open.
+            # One trace for every batch size (the batch axis is left open), and
+            # once more for each axis whose size varies between batches.
+            wider = relaxed_signature(signature, x)
+            if wider is not signature:
+                signature = wider
                 step = tf.function(
-                    recorder.step_function(model),
-                    input_signature=[tf.nest.map_structure(open_batch_spec, x)],
+                    recorder.step_function(model), input_signature=[signature]
                 )
             input_finite, records = step(x)
             records = [
