@@ -411,13 +411,23 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 f"inputs.shape={tuple(inputs.shape)}"
             )
         expanded = (*mask.shape, 1)
+        rule = (
+            f"Layer '{self.name}': the mask, with a trailing axis added, cannot "
+            "be broadcast to the inputs."
+        )
         for m, n in zip(expanded, inputs.shape, strict=True):
             if m is not None and n is not None and m not in (1, n):
                 raise ValueError(
-                    f"Layer '{self.name}': the mask, with a trailing axis added, cannot "
-                    f"be broadcast to the inputs. Received: mask.shape="
-                    f"{tuple(mask.shape)}, inputs.shape={tuple(inputs.shape)}"
+                    f"{rule} Received: mask.shape={tuple(mask.shape)}, "
+                    f"inputs.shape={tuple(inputs.shape)}"
                 )
+        if None in expanded or None in inputs.shape:
+            # Sizes unknown when traced (only a tf.function has them): the
+            # same rule, checked when the function runs.
+            checked = backends.current().assert_broadcastable(
+                Ops.expand_dims(mask, -1), inputs, rule
+            )
+            mask = Ops.squeeze(checked, -1)
         return mask
 
     def call(self, inputs, training=None, mask=None):
