@@ -51,7 +51,7 @@ def tolerances(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_bn.data import load_population_data
+    from keras_bn.data import images_for_model, load_population_data
     from keras_bn.folding import fold_batchnorm
     from keras_bn.staging import save_model
 
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     with Progress(stages, quiet=args.quiet, desc="fold") as progress:
         progress("load")
         model = load_model(args.model)
+        population_data = images_for_model(population_data, model)
         progress("fold and verify")
         folded, report = fold_batchnorm(
             model,

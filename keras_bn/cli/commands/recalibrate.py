@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn import population_statistics
-    from keras_bn.data import load_population_data
+    from keras_bn.data import images_for_model, load_population_data
     from keras_bn.staging import save_model
 
     output = None
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     with Progress(stages, quiet=args.quiet, desc="recalibrate") as progress:
         progress("load")
         model = load_model(args.model)
+        data = images_for_model(data, model)
         progress("estimate")
         report = population_statistics(
             model,
