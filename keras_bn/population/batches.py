@@ -14,8 +14,15 @@ DEFAULT_BATCH_SIZE = 32  # as `model.fit`
 
 
 def is_array(value: Any) -> bool:
-    """Whether `value` is one NumPy array or TensorFlow tensor."""
-    return isinstance(value, (np.ndarray, tf.Tensor))
+    """Whether `value` is one array, as `fit` takes one.
+
+    A NumPy array or a TensorFlow tensor, or any array-like NumPy can read
+    (`__array__` and a `shape`: a JAX array, a pandas DataFrame), as Keras'
+    array adapter reads them.
+    """
+    if isinstance(value, (np.ndarray, tf.Tensor)):
+        return True
+    return hasattr(value, "__array__") and hasattr(value, "shape")
 
 
 def is_array_data(data: Any, num_inputs: int) -> bool:

@@ -43,6 +43,21 @@ class TwoInputs:
         return model
 
 
+class PairBatches(keras.utils.PyDataset):
+    """`((z, a), y)` in batches of 8, as a `keras.utils.PyDataset`."""
+
+    def __init__(self, z, a, y):
+        super().__init__()
+        self.z, self.a, self.y = z, a, y
+
+    def __len__(self):
+        return len(self.z) // 8
+
+    def __getitem__(self, index):
+        batch = slice(8 * index, 8 * index + 8)
+        return (self.z[batch], self.a[batch]), self.y[batch]
+
+
 def two_input_data(n=40, seed=11):
     rng = np.random.default_rng(seed)
     return (
@@ -52,6 +67,8 @@ def two_input_data(n=40, seed=11):
 
 
 def test_several_inputs_in_every_form_fit_takes():
+    import jax.numpy as jnp  # an array-like fit takes (the test extras hold JAX)
+
     recipe = TwoInputs()
     model = recipe.model()
     z, a = two_input_data()
@@ -71,13 +88,16 @@ def test_several_inputs_in_every_form_fit_takes():
         "dataset of dicts": tf.data.Dataset.from_tensor_slices({"z": z, "a": a}).batch(
             8
         ),
+        "PyDataset of (x, y)": PairBatches(z, a, y),
+        "JAX arrays": [jnp.asarray(z), jnp.asarray(a)],
         "generator of (x, y, w)": (
             ([z[s : s + 8], a[s : s + 8]], y[s : s + 8], np.ones(8))
             for s in range(0, len(z), 8)
         ),
     }
     for form, data in forms.items():
-        batch_size = 8 if isinstance(data, (list, tuple, dict)) else None
+        arrays = isinstance(data, (list, tuple, dict))
+        batch_size = 8 if arrays else None
         report = keras_bn.population_statistics(
             model, data, batch_size=batch_size, apply=False, verbose=0
         )
