@@ -85,7 +85,9 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
     the destination's extension, because some writers insist on it (Keras'
     `Model.save` wants `.keras`). Verify the file inside the `with` block:
     raising there, or any failure of the write itself (a full disk, an
-    interrupt), removes the temporary file and leaves `path` as it was.
+    interrupt), removes the temporary file and leaves `path` as it was. An
+    `OSError` about the temporary file (or about no file) is made to name
+    `path`, as given: the user never saw the temporary name.
 
     Args:
         path: The destination file; its directory must exist.
@@ -99,12 +101,14 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
     ...     write(tmp)
     ...     check(tmp)  # raising here leaves no file behind
     """
-    path = os.path.abspath(os.fspath(path))
+    given = os.fspath(path)
+    path = os.path.abspath(given)
     directory, name = os.path.split(path)
     suffix = f".partial{os.path.splitext(name)[1]}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
+        os.close(fd)
         yield tmp
         # mkstemp creates 0600; give the file the mode any new file would get.
         umask = os.umask(0)
@@ -112,13 +116,24 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.filename in (None, tmp):
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        if isinstance(e, OSError) and (
+            e.filename is None or is_staged_name(e.filename, directory, name)
+        ):
             # Name the destination the user gave, not our temporary name (a
-            # zip or HDF5 writer's ENOSPC carries no file name at all).
-            e.filename = path
+            # zip or HDF5 writer's ENOSPC carries no file name at all, and a
+            # directory we may not write into fails at mkstemp's name).
+            e.filename = given
         raise
+
+
+def is_staged_name(filename: str | os.PathLike, directory: str, name: str) -> bool:
+    """Whether `filename` is one of `staged_file`'s temporary names for `name`."""
+    filename = os.path.abspath(os.fspath(filename))
+    staged_prefix = os.path.join(directory, f".{name}.")
+    return filename.startswith(staged_prefix) and ".partial" in filename
 
 
 def verify_keras_archive(path: str | os.PathLike) -> None:
@@ -169,11 +184,11 @@ def save_model(model: Any, path: str | os.PathLike) -> Path:
 
     >>> save_model(model, "out/model_folded.keras")  # doctest: +SKIP
     """
-    path = validate_destination(path, ".keras")
-    with staged_file(path) as tmp:
+    absolute = validate_destination(path, ".keras")
+    with staged_file(path) as tmp:  # errors name `path` as the caller gave it
         model.save(tmp)
         verify_keras_archive(tmp)
-    return Path(path)
+    return Path(absolute)
 
 
 @contextlib.contextmanager

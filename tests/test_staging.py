@@ -163,3 +163,22 @@ def test_an_existing_directory_is_never_removed(tmp_path):
         with created_directories(tmp_path):
             raise RuntimeError("export failed")
     assert os.listdir(tmp_path) == ["old.onnx"]
+
+
+def test_a_directory_that_refuses_the_staged_file_names_the_users_path(
+    tmp_path, monkeypatch
+):
+    """Issue 17, case 12: the error named `.out.keras.my24m493.partial.keras`."""
+    import tempfile
+
+    def refused(prefix, suffix, dir):
+        name = os.path.join(dir, f"{prefix}abcd1234{suffix}")
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PermissionError) as error_info:
+        with staged_file("out.keras"):
+            pass
+    assert error_info.value.filename == "out.keras"
+    assert os.listdir(tmp_path) == []

@@ -21,6 +21,7 @@ from keras_bn.cli.errors import (
     message_for,
     one_line,
 )
+from keras_bn.cli.loading import check_input_files
 from keras_bn.cli.output import print_json
 from keras_bn.cli.quiet import quiet_run
 from keras_bn.cli.signals import signals_as_interrupts
@@ -127,7 +128,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         if name != "bench":  # a benchmark's own parser adds them
             add_common(sub)
         command.add_arguments(sub)
-        sub.set_defaults(run=command.run, parser=sub)
+        sub.set_defaults(run=command.run, parser=sub, input_files=command.INPUT_FILES)
     return parser
 
 
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with quiet_run(verbose), signals_as_interrupts():
         try:
             try:
+                check_input_files(args)
                 code = args.run(args)
                 sys.stdout.flush()
                 return code

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import zipfile
 from pathlib import Path
 
 from keras_bn.cli.errors import CommandError
 
 
-def existing_file(path: str, what: str) -> Path:
-    """`path` as a `Path`, or a `CommandError` if it is missing or a directory."""
+def existing_file(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a `Path`, once it is known to be a file this process can read.
+
+    Every input file of every command comes through here before anything is
+    loaded, so that a file that exists but cannot be read is reported as what
+    it is (a `PermissionError`: exit status 4, naming `path` as given), not
+    as a file of the wrong kind by the loader that failed to read it.
+
+    Raises:
+        CommandError: `path` is missing or a directory.
+        OSError: `path` cannot be opened for reading.
+    """
     p = Path(path)
     if not p.exists():
-        raise CommandError(f"{what} not found: {path!r} does not exist")
+        raise CommandError(f"{what} not found: {str(path)!r} does not exist")
     if not p.is_file():
-        raise CommandError(f"{what} must be a file. Received: {path!r} (a directory)")
+        raise CommandError(
+            f"{what} must be a file. Received: {str(path)!r} (a directory)"
+        )
+    with open(path, "rb"):
+        pass
     return p
+
+
+def check_input_files(args: argparse.Namespace) -> None:
+    """Checks every input file of a command before the command starts.
+
+    Each command module names its inputs in `INPUT_FILES` (the argparse
+    destination and what the file is); a missing, unreadable or directory
+    input fails here, before any output is written or TensorFlow is loaded.
+    """
+    for dest, what in args.input_files.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            existing_file(value, what)
 
 
 def load_model(path: str):

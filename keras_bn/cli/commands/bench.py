@@ -24,6 +24,9 @@ EPILOG = (
     + "  keras-bn bench fold --help"
 )
 
+# The benchmarks read no user file.
+INPUT_FILES: dict[str, str] = {}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=list(BENCHMARKS))

@@ -21,6 +21,9 @@ EPILOG = (
     "  keras-bn recalibrate model.keras --data shifted.npy --dry-run   # report only"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"model": "Keras model", "data": "data file"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
