@@ -99,3 +99,11 @@ CONVERSION_INFERENCE_RTOL = 1e-6
 # float64 autodiff gradient is held to 1e-8, well above that and far below any
 # formula error.
 CONVERSION_GRADIENT_FLOAT64_RTOL = 1e-8
+
+# --- JAX (tests/jax/) ---------------------------------------------------------
+# The closed-form gradient against JAX autodiff through a plain two-pass BN,
+# both in float64: two exact formulas evaluated in different orders, ~1e-16
+# per operation over sums of a few dozen terms (the TF test of the same kind
+# in tests/layer/test_ops.py uses the same bounds).
+GRADIENT_AUTODIFF_FLOAT64_RTOL = 1e-10
+GRADIENT_AUTODIFF_FLOAT64_ATOL = 1e-12

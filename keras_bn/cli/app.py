@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in TENSORFLOW_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
+    # Export needs TensorFlow: whatever KERAS_BACKEND says, the commands run on
+    # it, unless a benchmark asks for another backend (docs/jax.md).
+    os.environ["KERAS_BACKEND"] = getattr(args, "backend", None) or "tensorflow"
     verbose = getattr(args, "verbose", False) or bool({"-v", "--verbose"} & set(argv))
     with quiet_run(verbose), signals_as_interrupts():
         try:
