@@ -7,9 +7,9 @@ import os
 import keras
 import pytest
 
-from keras_bn import demo
 from keras_bn.export import export_files
 from keras_bn.export import files as export_files_module
+from keras_bn.models import digits_cnn
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 
 OLD = b"the user's previous file"
@@ -18,7 +18,7 @@ OLD = b"the user's previous file"
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(11)
-    model = demo.build_model((8, 8, 1), 10)
+    model = digits_cnn((8, 8, 1), 10)
     set_stand_in_statistics(model, seed=11)
     return model
 
