@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -47,8 +48,21 @@ def check_input_files(args: argparse.Namespace) -> None:
             existing_file(value, what)
 
 
-def load_model(path: str):
-    """The Keras model in `path`, or a `CommandError` saying why not."""
+def load_model(path: str, *, training_state: bool = False):
+    """The Keras model in `path`, or a `CommandError` saying why not.
+
+    Args:
+        path: The user's file.
+        training_state: Also restore what the file holds for training (the
+            compile configuration and the optimizer's variables), for a
+            command that writes the model back (`recalibrate`): saving then
+            keeps them. Commands that make a new model (`fold`) or only read
+            one load the model alone.
+
+    Raises:
+        CommandError: `path` is not a Keras model, or its training state
+            cannot be restored (writing the model back would drop it).
+    """
     import keras
 
     p = existing_file(path, "Keras model")
@@ -58,11 +72,25 @@ def load_model(path: str):
             "this one is not"
         )
     try:
-        model = keras.saving.load_model(p, compile=False)
+        model = keras.saving.load_model(p, compile=training_state)
     except Exception as e:  # Keras raises ValueError, TypeError, KeyError, ...
         raise CommandError(f"cannot load {path!r} as a Keras model: {e}") from e
     if not isinstance(model, keras.Model):
         raise CommandError(
             f"{path!r} holds a {type(model).__name__} layer, not a Keras model"
         )
+    if training_state and saved_compile_config(p) and not model.compiled:
+        raise CommandError(
+            f"{path!r} holds a training configuration (optimizer, loss) that "
+            "Keras could not restore here; writing the model back would drop it "
+            "and the optimizer's state"
+        )
     return model
+
+
+def saved_compile_config(path: Path) -> dict | None:
+    """The compile configuration a `.keras` archive holds, if any."""
+    if path.suffix != ".keras":
+        return None
+    with zipfile.ZipFile(path) as archive, archive.open("config.json") as f:
+        return json.load(f).get("compile_config") or None

@@ -104,3 +104,28 @@ def test_recalibrate_needs_data(files, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["recalibrate", str(directory / "model.keras")])
     assert exit_info.value.code == cli.EXIT_USAGE
+
+
+def test_recalibrating_a_checkpoint_in_place_keeps_its_training_state(
+    files, tmp_path, capsys
+):
+    """Issue 17, case 2: the optimizer's variables were dropped (520 → 201 KB)."""
+    directory, _, x_train = files
+    keras.utils.set_random_seed(12)
+    model = keras.saving.load_model(directory / "model.keras")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    labels = np.random.default_rng(12).integers(0, 10, len(x_train))
+    model.fit(x_train, labels, batch_size=BATCH_SIZE, epochs=1, verbose=0)
+    checkpoint = tmp_path / "checkpoint.keras"
+    model.save(checkpoint)
+    argv = ["recalibrate", str(checkpoint), "--data", str(directory / "data.npz")]
+    argv += ["-o", str(checkpoint), "--batch-size", str(BATCH_SIZE), "-q"]
+    assert cli.main(argv) == cli.EXIT_OK
+    restored = keras.saving.load_model(checkpoint, compile=True)
+    assert restored.get_compile_config() == model.get_compile_config()
+    before = [v.numpy() for v in model.optimizer.variables]
+    after = [v.numpy() for v in restored.optimizer.variables]
+    assert len(after) == len(before) > 2  # iterations, learning rate, moments
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(new, old)
+    assert_statistics(restored, reference(model, x_train))
