@@ -39,7 +39,14 @@ class Terminated(KeyboardInterrupt):
 
 
 def raise_terminated(signum: int, frame) -> None:
-    """The handler: ends the command through the `KeyboardInterrupt` path."""
+    """The handler: ends the command through the `KeyboardInterrupt` path.
+
+    Further SIGTERM and SIGHUP are ignored from here on, so that a second
+    signal (`docker stop` and some schedulers repeat theirs) cannot cut the
+    clean-up short; `signals_as_interrupts` restores the handlers after it.
+    """
+    for other in CLEANED_UP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
 
 

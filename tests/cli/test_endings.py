@@ -211,3 +211,21 @@ def test_a_signal_wrapped_by_a_library_is_still_the_signal():
     except ImportError as wrapped:
         assert exit_code_for(wrapped) == cli.EXIT_TERMINATED
         assert message_for(wrapped) == "terminated by SIGTERM"
+
+
+def test_a_second_signal_cannot_cut_the_clean_up_short():
+    from keras_bn.cli.signals import Terminated, signals_as_interrupts
+
+    seen = []
+    with pytest.raises(Terminated):
+        with signals_as_interrupts():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(60)  # the handler raises before this ends
+            finally:  # the clean-up, during which `docker stop` repeats itself
+                seen.append(signal.getsignal(signal.SIGTERM))
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGHUP)
+                seen.append("cleaned up")
+    assert seen == [signal.SIG_IGN, "cleaned up"]
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
