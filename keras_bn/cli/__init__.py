@@ -26,32 +26,6 @@ stdout holds exactly one JSON document in every outcome.
 """
 
 from keras_bn.cli.app import build_parser, main
-from keras_bn.cli.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_FILE_SYSTEM,
-    EXIT_HANGUP,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARITY,
-    EXIT_STDOUT_CLOSED,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    CommandError,
-)
+from keras_bn.cli.errors import CommandError
 
-__all__ = [
-    "EXIT_BAD_INPUT",
-    "EXIT_FILE_SYSTEM",
-    "EXIT_HANGUP",
-    "EXIT_INTERNAL",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_PARITY",
-    "EXIT_STDOUT_CLOSED",
-    "EXIT_TERMINATED",
-    "EXIT_USAGE",
-    "CommandError",
-    "build_parser",
-    "main",
-]
+__all__ = ["CommandError", "build_parser", "main"]

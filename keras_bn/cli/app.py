@@ -12,10 +12,6 @@ from collections.abc import Sequence
 from keras_bn.cli.arguments import add_common
 from keras_bn.cli.commands import COMMANDS
 from keras_bn.cli.errors import (
-    EXIT_INTERNAL,
-    EXIT_STDOUT_CLOSED,
-    EXIT_USAGE,
-    STATUS,
     details_for,
     exit_code_for,
     message_for,
@@ -25,7 +21,14 @@ from keras_bn.cli.loading import check_input_files
 from keras_bn.cli.output import print_json
 from keras_bn.cli.quiet import quiet_run
 from keras_bn.cli.signals import signals_as_interrupts
-from keras_bn.defaults import EXIT_STATUSES, TENSORFLOW_ENVIRONMENT
+from keras_bn.defaults import (
+    EXIT_INTERNAL,
+    EXIT_STATUSES,
+    EXIT_STDOUT_CLOSED,
+    EXIT_USAGE,
+    STATUS,
+    TENSORFLOW_ENVIRONMENT,
+)
 
 DESCRIPTION = (
     "Batch Normalization for Keras 3: train with the analytic gradient, "

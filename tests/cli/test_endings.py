@@ -17,7 +17,7 @@ import keras
 import pytest
 
 import keras_bn
-from keras_bn import cli
+from keras_bn import cli, defaults
 from keras_bn.defaults import STATUS
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from tests.helpers.cli import (
@@ -68,7 +68,7 @@ def test_a_closed_stdout_keeps_the_file_and_prints_no_traceback(model_file, tmp_
     process.stdout.close()  # the reader has gone before the document comes
     _, stderr = process.communicate(timeout=300)
     stderr = stderr.decode()
-    assert process.returncode == cli.EXIT_STDOUT_CLOSED, stderr
+    assert process.returncode == defaults.EXIT_STDOUT_CLOSED, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
     assert STATUS[process.returncode] == "stdout_closed"
     assert keras_bn.export.bn_layers_left(keras.saving.load_model(out)) == 0
@@ -97,13 +97,13 @@ def test_sigterm_during_an_export_cleans_up_like_ctrl_c(model_file, tmp_path):
         time.sleep(0.005)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM == cli.EXIT_TERMINATED, (
+    assert process.returncode == 128 + signal.SIGTERM == defaults.EXIT_TERMINATED, (
         stdout,
         stderr,
     )
     assert not (tmp_path / "new").exists(), list(target.iterdir())
     document = json.loads(stdout)
-    assert document["status"] == STATUS[cli.EXIT_TERMINATED] == "terminated"
+    assert document["status"] == STATUS[defaults.EXIT_TERMINATED] == "terminated"
     assert our_lines(stderr) == ["keras-bn export: error: terminated by SIGTERM"]
 
 
@@ -174,10 +174,10 @@ def test_a_tensorflow_error_is_one_line_with_a_documented_status(
         "-q",
         TF_ENABLE_ONEDNN_OPTS="0",
     )
-    assert result.returncode == cli.EXIT_BAD_INPUT, result.stderr
+    assert result.returncode == defaults.EXIT_BAD_INPUT, result.stderr
     assert "Traceback" not in result.stderr
     document = json.loads(result.stdout)
-    assert document["status"] == STATUS[cli.EXIT_BAD_INPUT]
+    assert document["status"] == STATUS[defaults.EXIT_BAD_INPUT]
     (line,) = our_lines(result.stderr)
     assert "NHWC" in line and "TF_ENABLE_ONEDNN_OPTS" in line, line
     assert os.listdir(tmp_path) == []
@@ -191,9 +191,9 @@ def test_a_bug_has_its_own_documented_status_and_traceback(
 
     monkeypatch.setattr(keras_bn.folding, "fold_batchnorm", broken)
     argv = ["fold", str(model_file), "-o", str(tmp_path / "f.keras"), "--json", "-q"]
-    assert cli.main(argv) == cli.EXIT_INTERNAL
+    assert cli.main(argv) == defaults.EXIT_INTERNAL
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["status"] == STATUS[cli.EXIT_INTERNAL]
+    assert json.loads(captured.out)["status"] == STATUS[defaults.EXIT_INTERNAL]
     assert "Traceback" in captured.err and "RuntimeError: a bug" in captured.err
     assert os.listdir(tmp_path) == []
 
@@ -209,7 +209,7 @@ def test_a_signal_wrapped_by_a_library_is_still_the_signal():
         except Terminated as interrupt:
             raise ImportError("initialization failed") from interrupt
     except ImportError as wrapped:
-        assert exit_code_for(wrapped) == cli.EXIT_TERMINATED
+        assert exit_code_for(wrapped) == defaults.EXIT_TERMINATED
         assert message_for(wrapped) == "terminated by SIGTERM"
 
 

@@ -18,7 +18,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from keras_bn import cli
+from keras_bn import defaults
 from keras_bn.defaults import STATUS
 from tests.helpers.cli import run_script, stand_in_model_file
 
@@ -69,11 +69,11 @@ def files(tmp_path_factory):
 )
 def test_permission_denied_is_exit_4_naming_the_users_path(argv, named, files):
     result = run_script(*argv, "--json", "-q", cwd=files, prefix=as_an_ordinary_user())
-    assert result.returncode == cli.EXIT_FILE_SYSTEM, result.stderr
+    assert result.returncode == defaults.EXIT_FILE_SYSTEM, result.stderr
     assert "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("keras-bn")]
     assert line.endswith(f"error: Permission denied: {named!r}"), line
     assert ".partial" not in line
-    assert json.loads(result.stdout)["status"] == STATUS[cli.EXIT_FILE_SYSTEM]
+    assert json.loads(result.stdout)["status"] == STATUS[defaults.EXIT_FILE_SYSTEM]
     assert sorted(os.listdir(files / "read_only")) == []
     assert not (files / "out.keras").exists()
