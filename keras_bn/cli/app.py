@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -191,12 +192,10 @@ def stdout_closed() -> int:
     flush would raise `BrokenPipeError` again.
     """
     devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
+    # A stdout without a descriptor (replaced by a caller) needs nothing.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
         os.dup2(devnull, sys.stdout.fileno())
-    except (AttributeError, OSError, ValueError):  # a stdout without a descriptor
-        pass
-    finally:
-        os.close(devnull)
+    os.close(devnull)
     return EXIT_STDOUT_CLOSED
 
 

@@ -30,8 +30,7 @@ def existing_file(path: str | os.PathLike, what: str) -> Path:
         raise CommandError(
             f"{what} must be a file. Received: {str(path)!r} (a directory)"
         )
-    with open(path, "rb"):
-        pass
+    open(path, "rb").close()  # raises PermissionError naming `path` if unreadable
     return p
 
 
