@@ -17,6 +17,9 @@ EPILOG = (
     "  keras-bn check model.keras model_int8.tflite --quantize int8 --data digits.npz"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"model": "Keras model", "file": "exported file", "data": "data file"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")

@@ -31,6 +31,13 @@ EPILOG = (
     "  keras-bn export model.keras --population-data digits.npz"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {
+    "model": "Keras model",
+    "data": "data file",
+    "population_data": "data file",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
