@@ -129,3 +129,26 @@ def test_recalibrating_a_checkpoint_in_place_keeps_its_training_state(
     for old, new in zip(before, after, strict=True):
         np.testing.assert_array_equal(new, old)
     assert_statistics(restored, reference(model, x_train))
+
+
+@pytest.mark.parametrize("command", ["recalibrate", "check", "export"])
+def test_images_without_a_channel_axis_serve_the_model_they_trained(
+    files, tmp_path, capsys, command
+):
+    """Issue 17, case 10: an (N, 8, 8) `.npz` trains the demo, so every command
+    takes it for that model (one rule, `keras_bn.data.images_for_model`)."""
+    directory, model, x_train = files
+    data = tmp_path / "hw.npz"
+    np.savez(data, x_train=x_train[..., 0], x_test=x_train[:16, ..., 0])
+    model_file = str(directory / "model.keras")
+    argv = {
+        "recalibrate": ["recalibrate", model_file, "--data", str(data), "--dry-run"],
+        "check": ["check", model_file, str(tmp_path / "m.tflite"), "--data", str(data)],
+        "export": ["export", model_file, "--format", "tflite", "--data", str(data)],
+    }[command]
+    if command == "check":
+        keras_bn.export.to_tflite(model, tmp_path / "m.tflite")
+    if command == "export":
+        argv += ["-o", str(tmp_path / "out")]
+    assert cli.main([*argv, "-q", "--json"]) == defaults.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
