@@ -27,15 +27,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.argument_types import positive_int
-from keras_bn.bench.layer_cases import DEFAULT_SHAPES, EPSILON, MOMENTUM, parse_shape
+from keras_bn.bench.arguments import LAYER_MODES as MODES
+from keras_bn.bench.arguments import add_layer_arguments
+from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["layer"]
-DEFAULT_DTYPES = ["float32", "float16"]
-MODES = {"eager": None, "graph": False, "xla": True}
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_layer_arguments
 IMPLEMENTATIONS = ("keras_bn", "keras", "fused")
 COLUMNS = [
     "shape",
@@ -133,22 +134,6 @@ def time_case(
         {key: (lambda s=step: s(x, upstream)) for key, step in steps.items()},
         repeats=repeats,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for `keras-bn bench layer`."""
-    parser.add_argument(
-        "--shapes",
-        nargs="+",
-        type=parse_shape,
-        default=[parse_shape(s) for s in DEFAULT_SHAPES],
-        help="comma-separated dims, optionally ':axis' (default -1)",
-    )
-    parser.add_argument(
-        "--dtypes", nargs="+", choices=DEFAULT_DTYPES, default=DEFAULT_DTYPES
-    )
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    parser.add_argument("--repeats", type=positive_int, default=10)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -12,7 +12,7 @@ two ratio columns: `keras_bn / keras` ≤ 0.8 and `keras_bn / flax` ≤ 1.0.
 
 Example:
 
-    keras-bn bench layer --backend jax --repeats 10
+    keras-bn bench layer --backend jax --repeats 10 --dtypes float32
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from keras_bn.argument_types import positive_int
-from keras_bn.bench.layer_cases import DEFAULT_SHAPES, EPSILON, MOMENTUM, parse_shape
+from keras_bn.bench.arguments import add_layer_arguments
+from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = (
     "one BN training step on JAX: keras_bn vs Keras' layer vs Flax's nnx.BatchNorm"
 )
-DTYPES = ["float32", "bfloat16"]
+# The flags of `keras-bn bench layer` (`--modes` does not apply: all under jax.jit).
+add_arguments = add_layer_arguments
 IMPLEMENTATIONS = ("keras_bn", "keras", "flax")
 COLUMNS = [
     "shape",
@@ -48,7 +49,7 @@ COLUMNS = [
 
 
 def _keras_step(cls, shape, axis: int, dtype: str) -> Callable:
-    policy = "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    policy = "mixed_float16" if dtype == "float16" else "float32"
     layer = cls(axis=axis, momentum=MOMENTUM, epsilon=EPSILON, dtype=policy)
     layer.build(shape)
     trainable = [v.value for v in layer.trainable_variables]
@@ -70,7 +71,7 @@ def _flax_step(shape, axis: int, dtype: str) -> Callable:
         axis=axis,
         momentum=MOMENTUM,
         epsilon=EPSILON,
-        dtype=jnp.bfloat16 if dtype == "bfloat16" else None,
+        dtype=jnp.float16 if dtype == "float16" else None,
         rngs=nnx.Rngs(0),
     )
     graphdef, state = nnx.split(layer)
@@ -123,19 +124,6 @@ def time_case(shape, axis: int, dtype: str, repeats: int) -> dict[str, float]:
         },
         repeats=repeats,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for `keras-bn bench layer --backend jax`."""
-    parser.add_argument(
-        "--shapes",
-        nargs="+",
-        type=parse_shape,
-        default=[parse_shape(s) for s in DEFAULT_SHAPES],
-        help="comma-separated dims, optionally ':axis' (default -1)",
-    )
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32"])
-    parser.add_argument("--repeats", type=positive_int, default=10)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

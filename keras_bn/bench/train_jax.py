@@ -20,7 +20,7 @@ import argparse
 import keras
 import numpy as np
 
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import add_train_arguments
 from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
 from keras_bn.bench.layer_jax import check_jax_backend
 from keras_bn.bench.resnet import CLASSES, INPUT_SHAPE, build_resnet
@@ -35,6 +35,8 @@ VARIANTS = {
     "keras_bn": lambda: BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON),
     "none": keras.layers.Identity,
 }
+# The flags of `keras-bn bench train` (`--modes` does not apply: Keras jits on JAX).
+add_arguments = add_train_arguments
 COLUMNS = ["variant", "step ms", "BN cost ms", "BN cost / keras BN cost"]
 
 
@@ -52,12 +54,6 @@ def time_steps(batch: int, repeats: int) -> dict[str, float]:
         )
         steps[variant] = lambda m=model: m.train_on_batch(x, y)
     return interleaved_median_ms(steps, repeats=repeats)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for `keras-bn bench train --backend jax`."""
-    parser.add_argument("--batch", type=positive_int, default=64)
-    parser.add_argument("--repeats", type=positive_int, default=20)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -10,7 +10,6 @@ cannot drift apart. Recalibrating and folding happen before, once per export
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -59,11 +58,11 @@ def export_checked(
     write = convert(prepared.exported)
     reference = keras_outputs(prepared.reference, x)
     tolerance = parity_tolerance(prepared.reference, quantize)
-    parity, histogram = publish_checked(path, write, x, reference, tolerance)
+    parity, histogram, file_size = publish_checked(path, write, x, reference, tolerance)
     return ExportReport(
         path=path,
         format=file_format,
-        file_size=os.path.getsize(path),
+        file_size=file_size,
         op_histogram=histogram,
         parity=parity,
         fold_report=prepared.fold_report,

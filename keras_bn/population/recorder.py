@@ -8,7 +8,6 @@ implemented in `keras_bn.keras_adapter`.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from keras_bn.keras_adapter import (
     call_replaced,
 )
 from keras_bn.layers import BatchNormalization
+from keras_bn.ops import channel_axes
 
 #: One call of one BN layer: (mean, variance, count, inputs finite).
 CallRecord = tuple[Any, Any, Any, Any]
@@ -39,6 +39,25 @@ def all_finite(x: Any) -> Any:
 def count_dtype() -> str:
     """float64 for the value counts; float32 on JAX, whose default disables float64."""
     return "float64" if keras.backend.backend() == "tensorflow" else "float32"
+
+
+def channel_counts(layer: keras.layers.Layer, inputs, mask) -> Any:
+    """The values each channel of `layer` normalizes over, per channel (`count_dtype`).
+
+    A mask gains a trailing axis and is broadcast to the input (Keras' rule,
+    which `keras_bn.BatchNormalization` follows): behind `Masking` with
+    `axis=1` it varies along the channel axis, so each channel has its own
+    count, and a channel hidden in a batch counts 0 there.
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    channels = channel_axes(layer.axis, inputs.shape)
+    reduced = [a for a in range(inputs.ndim) if a not in channels]
+    if mask is None:
+        weights = ops.ones_like(inputs, count_dtype())
+    else:
+        mask = ops.cast(ops.cast(mask, "bool"), count_dtype())
+        weights = ops.broadcast_to(ops.expand_dims(mask, -1), ops.shape(inputs))
+    return ops.reshape(ops.sum(weights, reduced), layer.moving_mean.shape)
 
 
 class Recorder:
@@ -80,14 +99,9 @@ class Recorder:
             yield
 
     def _recording_call(self, index: int, layer: keras.layers.Layer) -> Callable:
-        channels = math.prod(layer.moving_mean.shape)
-
         def call(inputs, training=None, mask=None):
             outputs, mean, variance = call_for_batch_moments(layer, inputs, mask)
-            if mask is None:
-                count = ops.cast(ops.size(inputs), count_dtype()) / channels
-            else:
-                count = ops.sum(ops.cast(mask, count_dtype()))
+            count = channel_counts(layer, inputs, mask)
             finite = all_finite(inputs)
             self.records[index].append((mean, variance, count, finite))
             return outputs

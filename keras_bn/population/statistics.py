@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_bn.conversion import clone_with_weights
-from keras_bn.population.batches import Batches, num_inputs
+from keras_bn.population.batches import Batches, num_inputs, relaxed_signature
 from keras_bn.population.estimate import Accumulator, assign_estimate
 from keras_bn.population.recorder import Recorder
 from keras_bn.population.report import LayerPopulation, PopulationReport
@@ -31,23 +31,24 @@ def progress_bar(verbose: Any, total: int | None) -> keras.utils.Progbar:
     )
 
 
-def compiled_step(step: Any, x: Any) -> Any:
-    """`step` compiled for every batch size on TensorFlow; as it is on JAX.
+def traced_step(
+    recorder: Recorder, model: keras.Model, step: Any, signature: Any, x: Any
+) -> tuple[Any, Any]:
+    """The pass that runs batch `x`, and the signature it was traced for.
 
-    On TensorFlow one `tf.function` traces once with the batch axis left
-    open. On JAX the step runs eagerly: it assigns the BN layers' variables
+    On TensorFlow one `tf.function` for every batch size (the batch axis is
+    left open), traced once more for each axis whose size varies between
+    batches. On JAX the pass runs eagerly: it assigns the BN layers' variables
     (the recorder's `momentum=0` calls), which `jax.jit` cannot do in place.
     """
     if keras.backend.backend() != "tensorflow":
-        return step
+        return step or recorder.step_function(model), None
     import tensorflow as tf
 
-    def open_batch_spec(array) -> tf.TensorSpec:
-        array = tf.convert_to_tensor(array)
-        return tf.TensorSpec((None, *array.shape[1:]), array.dtype)
-
-    signature = [keras.tree.map_structure(open_batch_spec, x)]
-    return tf.function(step, input_signature=signature)
+    wider = relaxed_signature(signature, x)
+    if wider is signature:
+        return step, signature
+    return tf.function(recorder.step_function(model), input_signature=[wider]), wider
 
 
 def collect(
@@ -65,14 +66,13 @@ def collect(
     accumulator = Accumulator(layers, unbiased)
     used = skipped = 0
     recorder = Recorder(layers, unbiased)
-    step = None
+    step = signature = None
     with recorder.installed():
         for x in batches:
             if not all(np.shape(leaf)[0] for leaf in keras.tree.flatten(x)):
                 continue  # an empty batch holds nothing (and breaks reshapes)
             check_batch(model, x)
-            if step is None:
-                step = compiled_step(recorder.step_function(model), x)
+            step, signature = traced_step(recorder, model, step, signature, x)
             input_finite, records = step(x)
             records = [
                 [tuple(np.asarray(t) for t in call) for call in calls]
@@ -120,10 +120,13 @@ def population_statistics(
         model: a built Keras model with `keras_bn.BatchNormalization` and/or
             `keras.layers.BatchNormalization` layers (nested models and shared
             layers included).
-        data: as `model.fit` takes `x`: a NumPy array (or a list/dict of them
-            for several inputs), a `tf.data.Dataset`, a `keras.utils.PyDataset`,
-            or an iterable of batches. Labels in `(x, y)` or `(x, y, w)`
-            elements are ignored.
+        data: as `model.fit` takes `x`: an array (NumPy, a tensor, or any
+            array-like), a list or tuple of them (one per input) or a dict
+            keyed by input name, a `tf.data.Dataset`, a
+            `keras.utils.PyDataset`, or an iterable of batches. Labels in
+            `(x, y)` or `(x, y, w)` elements are ignored. Batches may differ
+            in any size the model leaves open (sequence lengths for
+            `Input((None, 3))`).
         steps: use at most this many batches (all of them if None).
         batch_size: batch size for array data (default 32, as `fit`); must be
             None for datasets and generators, which batch themselves.
@@ -138,7 +141,8 @@ def population_statistics(
         statistics were from the estimate (mean shift in σ, variance ratio).
 
     Raises:
-        TypeError: `model` is not a Keras model, or `data` is not batches.
+        TypeError: `model` is not a Keras model, `data` is not batches, or
+            it holds strings or Python objects for a numeric input.
         ValueError: the model has no BN layer or is not built, `data` is empty
             (or no value reaches a BN) or its batches do not fit the model, an
             argument is out of range, or every batch held NaN/Inf.
