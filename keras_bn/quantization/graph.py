@@ -293,11 +293,18 @@ def _plan_linear(planned: PlannedGraph, call: LayerCall, rule) -> Plan:
     if reason:
         raise ValueError(f"Layer {describe(layer)} cannot be quantized: {reason}")
     activation = builtin_activation(layer)
+    if activation in FIXED_RANGES:
+        # TFLite runs it as its own op, with its fixed output scale.
+        block = plans.QuantizeLinear(layer, planned.options)
+        group = plans.QuantizerGroup(
+            f"{layer.name}_{activation}", planned.options, FIXED_RANGES[activation]
+        )
+        return plans.QuantizeOutput(block, group, activation=activation)
     if activation not in (None, "relu", "relu6"):
         raise ValueError(
-            f"Layer {describe(layer)} has the built-in activation '{activation}'; "
-            "only relu and relu6 fuse into an int8 op. Use a separate "
-            "activation layer."
+            f"Layer {describe(layer)} has the built-in activation '{activation}', "
+            "which has no int8 simulation in keras_bn (relu, relu6, softmax, "
+            "sigmoid and tanh have)."
         )
     output = call.outputs[0]
     if activation is None:

@@ -172,18 +172,31 @@ class QuantizerGroup:
 
 
 class QuantizeOutput(Plan):
-    """Another plan's layer, its outputs rounded by a `QuantizerGroup`'s quantizer."""
+    """Another plan's layer, its outputs rounded by a `QuantizerGroup`'s quantizer.
 
-    def __init__(self, inner: Plan, group: QuantizerGroup):
+    `activation` (a Keras activation name) is applied in between: a Dense
+    layer's built-in softmax, which TFLite runs as its own int8 op.
+    """
+
+    def __init__(
+        self, inner: Plan, group: QuantizerGroup, activation: str | None = None
+    ):
         super().__init__(inner.layer)
         self.inner = inner
         self.group = group
+        self.activation = activation
 
     def build(self):
         return self.inner.build()
 
     def replay(self, call, tensors, new_layers):
         outputs = self.inner.replay(call, tensors, new_layers)
+        if self.activation is not None:
+            layer = keras.layers.Activation(
+                self.activation, name=f"{self.layer.name}_{self.activation}"
+            )
+            new_layers[("activation", id(call))] = layer
+            outputs = [layer(output) for output in outputs]
         quantizer = self.group.get(new_layers)
         return [quantizer(output) for output in outputs]
 

@@ -1,0 +1,249 @@
+"""Quantization-aware training against post-training quantization, measured on int8 files.
+
+`run_qat_study` trains a MobileNetV2-style network (inverted residuals,
+depthwise convolutions, ReLU6, BN everywhere) on the bundled digits, then
+measures held-out accuracy of
+
+- the float model (Keras),
+- post-training int8, per channel and per tensor: `quantize_model` with
+  ranges calibrated on the training images and no training step,
+- quantization-aware int8, per channel and per tensor: `quantize_model`
+  fine-tuned on the training images, BN statistics frozen for the last epoch,
+
+each int8 model measured on its TFLite file and on its ONNX file, which are
+also judged against the model by the exact gate
+(`keras_bn.quantization.gate`). The cost of a QAT epoch against a float
+epoch is timed in the same run. docs/quantization.md shows the table and the
+command that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import onnx
+
+import keras_bn
+from keras_bn.data import Dataset, digits
+from keras_bn.export.quantized import (
+    convert_quantized_onnx,
+    convert_quantized_tflite,
+    float_ops,
+)
+from keras_bn.export.runtimes import load_runtime
+from keras_bn.quantization import quantize_model
+from keras_bn.quantization.gate import StepReport, output_step, step_report
+
+__all__ = ["QatRow", "QatStudy", "mobilenet_style", "run_qat_study"]
+
+GRANULARITIES = ("per_channel", "per_tensor")
+BATCH_SIZE = 32
+CALIBRATION_SAMPLES = 512
+
+
+def mobilenet_style(
+    input_shape, num_classes: int, width: int = 16, epsilon: float = 1e-3
+) -> keras.Model:
+    """A small MobileNetV2: stem, three inverted residual blocks, head; BN everywhere.
+
+    Each block expands with a 1×1 convolution (×4), filters with a 3×3
+    depthwise convolution, projects with a linear 1×1 convolution, and adds
+    the input back when the shapes allow (Sandler et al. 2018).
+    """
+    layers = keras.layers
+
+    def conv_bn(x, filters, kernel=1, strides=1, relu6=True, depthwise=False):
+        if depthwise:
+            x = layers.DepthwiseConv2D(kernel, strides, padding="same", use_bias=False)(
+                x
+            )
+        else:
+            x = layers.Conv2D(filters, kernel, strides, padding="same", use_bias=False)(
+                x
+            )
+        x = keras_bn.BatchNormalization(momentum=0.9, epsilon=epsilon)(x)
+        return layers.ReLU(6.0)(x) if relu6 else x
+
+    def inverted_residual(x, filters, strides):
+        y = conv_bn(x, 4 * x.shape[-1])
+        y = conv_bn(y, None, 3, strides, depthwise=True)
+        y = conv_bn(y, filters, relu6=False)
+        if strides == 1 and x.shape[-1] == filters:
+            y = layers.Add()([x, y])
+        return y
+
+    inputs = keras.Input(tuple(input_shape))
+    x = conv_bn(inputs, width, 3)
+    x = inverted_residual(x, width, 1)
+    x = inverted_residual(x, 2 * width, 2)
+    x = inverted_residual(x, 2 * width, 1)
+    x = conv_bn(x, 4 * width)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes)(x)
+    return keras.Model(inputs, outputs, name="mobilenet_style")
+
+
+@dataclasses.dataclass
+class QatRow:
+    """One model of the study: its accuracy in Keras and in its two files."""
+
+    name: str
+    keras_accuracy: float
+    tflite_accuracy: float | None = None
+    onnx_accuracy: float | None = None
+    tflite_steps: StepReport | None = None
+    onnx_steps: StepReport | None = None
+
+    def to_dict(self) -> dict:
+        fields = dataclasses.asdict(self)
+        for key in ("tflite_steps", "onnx_steps"):
+            report = getattr(self, key)
+            fields[key] = None if report is None else report.to_dict()
+        return fields
+
+
+@dataclasses.dataclass
+class QatStudy:
+    """The rows, the settings, and the QAT/float epoch cost ratio."""
+
+    rows: list[QatRow]
+    epoch_cost_ratio: float
+    settings: dict
+
+    def table(self) -> str:
+        """The accuracy table in Markdown."""
+        lines = [
+            "| model | Keras | TFLite file | ONNX file | file vs simulation (TFLite; ONNX) |",
+            "|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+
+            def cell(value):
+                return "—" if value is None else f"{100 * value:.2f}%"
+
+            gate = "—"
+            if row.tflite_steps is not None:
+                gate = f"≤ {row.tflite_steps.max_steps} step; ≤ {row.onnx_steps.max_steps} step"
+            lines.append(
+                f"| {row.name} | {cell(row.keras_accuracy)} | {cell(row.tflite_accuracy)} "
+                f"| {cell(row.onnx_accuracy)} | {gate} |"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "rows": [row.to_dict() for row in self.rows],
+            "epoch_cost_ratio": self.epoch_cost_ratio,
+            "settings": self.settings,
+        }
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def _timed_epoch(model, data: Dataset) -> float:
+    start = time.perf_counter()
+    model.fit(data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=1, verbose=0)
+    return time.perf_counter() - start
+
+
+def _compile(model, learning_rate):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+
+def _measure_files(row: QatRow, model, data: Dataset, directory: str) -> None:
+    """Writes the TFLite and ONNX files of `model`, runs them, judges them exactly."""
+    simulated = model.predict(data.x_test, verbose=0)
+    step = output_step(model)
+    flatbuffer = convert_quantized_tflite(model)
+    if float_ops(flatbuffer):
+        raise RuntimeError(f"{row.name}: float ops left {float_ops(flatbuffer)}")
+    path = os.path.join(directory, f"{row.name.replace(' ', '_')}")
+    with open(path + ".tflite", "wb") as f:
+        f.write(flatbuffer)
+    onnx.save(convert_quantized_onnx(model, 17), path + ".onnx")
+    for file_format in ("tflite", "onnx"):
+        outputs = load_runtime(f"{path}.{file_format}")(data.x_test)
+        setattr(row, f"{file_format}_accuracy", accuracy(outputs, data.y_test))
+        setattr(row, f"{file_format}_steps", step_report(simulated, outputs, step))
+
+
+def run_qat_study(
+    epochs: int = 8,
+    qat_epochs: int = 3,
+    seed: int = 0,
+    data: Dataset | None = None,
+    width: int = 16,
+) -> QatStudy:
+    """Trains the float model, then measures PTQ and QAT at both granularities.
+
+    Args:
+        epochs: float training epochs.
+        qat_epochs: QAT fine-tuning epochs; the BN statistics freeze for the
+            last one.
+        seed: seeds Keras (weights, shuffling).
+        data: the dataset; default the bundled digits.
+        width: the network's base width.
+
+    Returns:
+        A `QatStudy`.
+    """
+    keras.utils.set_random_seed(seed)
+    data = digits() if data is None else data
+    model = mobilenet_style(data.x_train.shape[1:], data.num_classes, width)
+    _compile(model, 3e-3)
+    model.fit(
+        data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=epochs - 1, verbose=0
+    )
+    float_epoch = _timed_epoch(model, data)
+    rows = [
+        QatRow("float", accuracy(model.predict(data.x_test, verbose=0), data.y_test))
+    ]
+    calibration = data.x_train[:CALIBRATION_SAMPLES]
+    qat_epoch = None
+    steps_per_epoch = -(-len(data.x_train) // BATCH_SIZE)
+    with tempfile.TemporaryDirectory() as directory:
+        for granularity in GRANULARITIES:
+            ptq = quantize_model(
+                model, weights=granularity, calibration_data=data.x_train
+            )
+            rows.append(_row(f"PTQ {granularity}", ptq, data, directory))
+            qat = quantize_model(
+                model,
+                weights=granularity,
+                calibration_data=calibration,
+                freeze_bn_after_steps=(qat_epochs - 1) * steps_per_epoch,
+            )
+            _compile(qat, 5e-4)
+            for _ in range(qat_epochs):
+                seconds = _timed_epoch(qat, data)
+            qat_epoch = seconds if qat_epoch is None else min(qat_epoch, seconds)
+            rows.append(_row(f"QAT {granularity}", qat, data, directory))
+    return QatStudy(
+        rows=rows,
+        epoch_cost_ratio=qat_epoch / float_epoch,
+        settings={
+            "epochs": epochs,
+            "qat_epochs": qat_epochs,
+            "seed": seed,
+            "width": width,
+            "batch_size": BATCH_SIZE,
+            "train": len(data.y_train),
+            "test": len(data.y_test),
+        },
+    )
+
+
+def _row(name, model, data, directory) -> QatRow:
+    row = QatRow(name, accuracy(model.predict(data.x_test, verbose=0), data.y_test))
+    _measure_files(row, model, data, directory)
+    return row
