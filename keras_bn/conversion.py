@@ -21,6 +21,7 @@ from collections.abc import Callable
 import keras
 
 from keras_bn.keras_adapter import batchnorm_layers, is_graph_model
+from keras_bn.keras_objects import check_model, rebuild_layer
 from keras_bn.layers import BatchNormalization
 
 __all__ = ["clone_with_weights", "convert_batchnorm", "is_keras_batchnorm"]
@@ -34,7 +35,8 @@ def is_keras_batchnorm(layer: keras.layers.Layer) -> bool:
 
 
 def _require_graph_model(model) -> None:
-    if not isinstance(model, keras.Model) or not is_graph_model(model):
+    check_model(model)
+    if not is_graph_model(model):
         raise TypeError(
             "`model` must be a Sequential or Functional keras.Model (a subclassed "
             "model's graph cannot be rebuilt). Received: model="
@@ -56,7 +58,7 @@ def clone_with_weights(
         model: a Sequential or Functional model (nested ones included).
         clone_function: as `keras.models.clone_model`'s, for the leaf layers;
             the new layer must have the same weights in the same order.
-            Default: `layer.__class__.from_config(layer.get_config())`.
+            Default: `keras_bn.keras_objects.rebuild_layer`.
 
     Returns:
         The copy.
@@ -96,7 +98,7 @@ def _to_ours(layer: keras.layers.Layer) -> keras.layers.Layer:
         # Our constructor takes every argument of Keras' layer, with the same
         # meaning, so the config transfers as it is.
         return BatchNormalization.from_config(layer.get_config())
-    return layer.__class__.from_config(layer.get_config())
+    return rebuild_layer(layer)
 
 
 def convert_batchnorm(model: keras.Model) -> keras.Model:

@@ -13,7 +13,7 @@ trained model's held-out accuracy with its moving averages and with
 population statistics re-estimated on the training images
 (`keras_bn.with_population_statistics`, Algorithm 2).
 
-Every file goes through `keras_bn.export.staging` (written next to its
+Every file goes through `keras_bn.staging` (written next to its
 destination, checked, moved into place), and an output directory the demo
 had to create is removed again if the demo fails.
 
@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras_bn
-from keras_bn.bench.timing import median_ms
 from keras_bn.data import Dataset, load_dataset
+from keras_bn.defaults import DEMO_EPOCHS, DEMO_OUT
 from keras_bn.export import (
     ExportReport,
     bn_layers_left,
@@ -47,8 +47,9 @@ from keras_bn.export import (
     to_tflite,
     without_batchnorm,
 )
-from keras_bn.export.staging import created_directories, save_model
 from keras_bn.folding import FoldReport, fold_batchnorm
+from keras_bn.staging import created_directories, save_model
+from keras_bn.timing import median_ms
 
 __all__ = [
     "DEMO_STAGES",
@@ -63,8 +64,6 @@ __all__ = [
     "run_demo",
 ]
 
-DEFAULT_EPOCHS = 8
-DEFAULT_OUT = Path("export") / "out"
 BATCH_SIZE = 32
 # Medians over this many batch-1 calls (after two warm-up calls): enough for a
 # stable median at well under a second per artefact.
@@ -355,9 +354,9 @@ DEMO_STAGES = tuple(name for name, _ in DEMO_STEPS)
 
 
 def run_demo(
-    out_dir: str | os.PathLike = DEFAULT_OUT,
+    out_dir: str | os.PathLike = DEMO_OUT,
     *,
-    epochs: int = DEFAULT_EPOCHS,
+    epochs: int = DEMO_EPOCHS,
     data: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
     fit_callbacks: Sequence[keras.callbacks.Callback] = (),

@@ -15,6 +15,7 @@ import keras
 
 from keras_bn.conversion import is_keras_batchnorm
 from keras_bn.keras_adapter import batchnorm_layers
+from keras_bn.keras_objects import check_model
 
 __all__ = ["freeze_batchnorm"]
 
@@ -76,11 +77,7 @@ def freeze_batchnorm(model: keras.Model, *, train_affine: bool = False) -> list[
 
 def _check_arguments(model, train_affine) -> None:
     """Raises a `TypeError` for a `model` or `train_affine` of the wrong type."""
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r} of type "
-            f"{type(model).__name__}"
-        )
+    check_model(model)
     if not isinstance(train_affine, bool):
         raise TypeError(
             f"`train_affine` must be a bool. Received: train_affine={train_affine!r}"

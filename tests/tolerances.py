@@ -34,9 +34,9 @@ LARGE_MEAN_OUTPUT_ATOL = 1e-5
 ZERO_GRADIENT_RTOL = 1e-6
 
 # --- export (tests/export/) ----------------------------------------
-# The issue's parity requirements, checked against keras_bn.export.error_model,
+# The issue's parity requirements, checked against keras_bn.export.parity_bounds,
 # whose derived bounds for every tested model lie below them (asserted in
-# tests/export/test_error_model.py): float32 4·u·√(2Σn) is 8.0e-5 for ResNet50,
+# tests/export/test_parity_bounds.py): float32 4·u·√(2Σn) is 8.0e-5 for ResNet50,
 # the largest tested network; float16 weights add 4·u16·√(L/3), 8.4e-3 for
 # ResNet50's 54 weighted layers.
 EXPORT_FLOAT32_RTOL = 1e-4

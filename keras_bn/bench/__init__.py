@@ -1,15 +1,15 @@
-"""Benchmarks run by `keras-bn bench NAME` or `python -m keras_bn.bench.NAME`.
+"""Benchmarks, run by `keras-bn bench NAME` (the only entry point).
 
 Every benchmark module follows one convention, so that the command line runs
 them all alike (the same `-q`/`--json` flags, usage errors, one JSON document):
 
-- `DESCRIPTION: str`: one line for `--help`;
+- `DESCRIPTION: str`: one line for `--help`, `keras_bn.defaults.BENCHMARKS[NAME]`;
 - `add_arguments(parser)`: its own flags on an `argparse` parser;
 - `run(args) -> list[dict]`: the measured rows, JSON-serialisable, nothing
   printed; rows of different tables carry a `"table"` key;
-- `COLUMNS: list[str]`: the columns to show, in order;
-- `main(argv=None) -> int`: `return runner.main_for(NAME, argv)`, the one shared
-  implementation (`keras_bn.bench.runner`).
+- `COLUMNS: list[str]`: the columns to show, in order.
 
-Timing helpers live in `keras_bn.bench.timing`.
+Benchmarks are a leaf: only the command line imports them, and they import
+nothing of it (number types: `keras_bn.argument_types`; timers:
+`keras_bn.timing`).
 """

@@ -24,15 +24,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_bn.bench.runner import main_for
-from keras_bn.bench.timing import interleaved_median_ms
-from keras_bn.cli.arguments import positive_int
+from keras_bn.argument_types import positive_int
+from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.stand_in_statistics import set_stand_in_statistics
+from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = (
-    "Latency and size of exported files: unfolded, folded, and the BN-free limit."
-)
+DESCRIPTION = BENCHMARKS["export"]
 VARIANTS = ("unfolded", "folded", "bn_free")
 RUNTIMES = ("tflite", "ort_optimized", "ort_unoptimized")
 APPLICATIONS = {
@@ -106,7 +104,7 @@ def export_variants(model: keras.Model, directory: Path) -> dict:
 def size_rows(name: str, reports: dict) -> list[dict]:
     """File sizes of the three variants per format, with ratios."""
     rows = []
-    for fmt in ("tflite", "onnx"):
+    for fmt in EXPORT_FORMATS:
         kib = {v: reports[v, fmt].file_size / 1024 for v in VARIANTS}
         rows.append(
             {
@@ -199,11 +197,3 @@ def run(args: argparse.Namespace) -> list[dict]:
         return measure(args, args.out)
     with tempfile.TemporaryDirectory(prefix="keras_bn_bench_") as tmp:
         return measure(args, Path(tmp))
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("export", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,16 +25,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.runner import main_for
-from keras_bn.bench.timing import interleaved_median_ms
-from keras_bn.cli.arguments import positive_int
+from keras_bn.argument_types import positive_int
+from keras_bn.defaults import BENCHMARKS
 from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
 from keras_bn.stand_in_statistics import set_stand_in_statistics
+from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = (
-    "Folding Batch Normalization: how long it takes, and what inference gains."
-)
+DESCRIPTION = BENCHMARKS["fold"]
 MODELS = {
     "MobileNetV2": keras.applications.MobileNetV2,
     "ResNet50": keras.applications.ResNet50,
@@ -151,11 +149,3 @@ def run(args: argparse.Namespace) -> list[dict]:
     fold_row = fold_seconds(args.size)
     rows = latency_rows(args.models, args.batches, args.modes, args.size, args.repeats)
     return [fold_row, *rows]
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("fold", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -27,12 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.runner import main_for
-from keras_bn.bench.timing import interleaved_median_ms
-from keras_bn.cli.arguments import positive_int
+from keras_bn.argument_types import positive_int
+from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
+from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = "one BN training step: keras_bn vs Keras' layer vs TF's fused kernel"
+DESCRIPTION = BENCHMARKS["layer"]
 # "shape:axis"; the axis defaults to -1.
 DEFAULT_SHAPES = ["64,28,28,64", "256,14,14,256", "1024,512", "64,64,28,28:1"]
 DEFAULT_DTYPES = ["float32", "float16"]
@@ -150,7 +150,7 @@ def time_case(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for `keras-bn bench layer` and `main`."""
+    """The benchmark's options, for `keras-bn bench layer`."""
     parser.add_argument(
         "--shapes",
         nargs="+",
@@ -188,11 +188,3 @@ def run(args: argparse.Namespace) -> list[dict]:
                     }
                 )
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("layer", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

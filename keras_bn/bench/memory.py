@@ -23,11 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from keras_bn.argument_types import positive_int
 from keras_bn.bench.fold import image_size
-from keras_bn.bench.runner import main_for
-from keras_bn.cli.arguments import positive_int
+from keras_bn.defaults import BENCHMARKS
 
-DESCRIPTION = "Peak memory of `keras-bn export --format all` vs loading and one batch."
+DESCRIPTION = BENCHMARKS["memory"]
 TARGET_RATIO = 2.0
 COLUMNS = [
     "model",
@@ -149,11 +149,3 @@ def run(args: argparse.Namespace) -> list[dict]:
             ]
             rows.append(max(measured, key=lambda row: row["export MB"]))
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("memory", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

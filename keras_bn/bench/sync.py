@@ -21,13 +21,11 @@ import argparse
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.runner import main_for
-from keras_bn.bench.timing import median_ms
-from keras_bn.cli.arguments import positive_int
+from keras_bn.argument_types import positive_int
+from keras_bn.defaults import BENCHMARKS
+from keras_bn.timing import median_ms
 
-DESCRIPTION = (
-    "Synchronized BN on two replicas: keras_bn against Keras' `synchronized=True`."
-)
+DESCRIPTION = BENCHMARKS["sync"]
 DEFAULT_SHAPES = [(64, 28, 28, 64), (1024, 512)]
 COLUMNS = ["shape", "implementation", "ms", "vs keras"]
 
@@ -139,11 +137,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     """One row per shape and implementation."""
     return time_shapes(args.shapes, args.repeats)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("sync", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.runner import main_for
-from keras_bn.bench.timing import interleaved_median_ms
-from keras_bn.cli.arguments import positive_int
+from keras_bn.argument_types import positive_int
+from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
+from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = "training step of a small ResNet-style CNN with four kinds of BN"
+DESCRIPTION = BENCHMARKS["train"]
 VARIANTS = ("keras", "keras_bn", "fused", "none")
 MODES = {"graph": False, "xla": True}
 COLUMNS = [
@@ -166,11 +166,3 @@ def run(args: argparse.Namespace) -> list[dict]:
                 }
             )
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    return main_for("train", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,19 +13,15 @@ library (`keras_bn.demo`, `keras_bn.folding`, `keras_bn.export`,
 - `loading`: a Keras model from a user's path, as a one-line error if not;
 - `quiet`: no TensorFlow / absl / converter log line unless `--verbose`.
 
-Files are written through `keras_bn.export.staging` (staged, checked, moved
+Files are written through `keras_bn.staging` (staged, checked, moved
 into place), so a failed command leaves every previous file as it was.
 
 The modules import TensorFlow only inside the handlers, so the parser (help,
 usage errors) does not need it.
 
-Exit status: 0 success; 1 bad input (a missing file, a file that is not a Keras
-model, a model that cannot be folded or exported, bad data); 2 a usage error
-(argparse); 3 a parity failure (an exported or folded model that does not
-compute what the Keras model computes); 4 a file-system error (permission
-denied, no space left, a file where a directory should be); 130 interrupted.
-With `--json`, stdout holds exactly one JSON document in every outcome, with a
-`status` field (`errors.STATUS`).
+Exit statuses and the `--json` document's `status` names are
+`keras_bn.defaults.EXIT_STATUSES`, listed in docs/cli.md. With `--json`,
+stdout holds exactly one JSON document in every outcome.
 """
 
 from keras_bn.cli.app import build_parser, main

@@ -20,6 +20,7 @@ from keras_bn.cli.errors import (
 )
 from keras_bn.cli.output import print_json
 from keras_bn.cli.quiet import quiet_run
+from keras_bn.defaults import EXIT_STATUSES
 
 DESCRIPTION = (
     "Batch Normalization for Keras 3: train with the analytic gradient, "
@@ -33,8 +34,11 @@ EPILOG = (
     "  keras-bn export model.keras --format all -o export/out\n"
     "  keras-bn check model.keras export/out/model.onnx\n"
     "  keras-bn bench layer --repeats 10\n\n"
-    "exit status: 0 ok, 1 bad input, 2 usage error, 3 parity failure,\n"
-    "  4 file system error (permission denied, disk full, ...), 130 interrupted"
+    "exit status:\n"
+    + "".join(
+        f"  {code:<3} {meaning.split(':')[0]}\n" for code, _, meaning in EXIT_STATUSES
+    )
+    + "details: docs/cli.md"
 )
 
 

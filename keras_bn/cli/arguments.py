@@ -1,37 +1,15 @@
-"""Argument types and flags shared by several subcommands."""
+"""Flags shared by several subcommands (number types: `keras_bn.argument_types`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-QUANTIZE_CHOICES = ("float16", "int8")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer ≥ 1, or a usage error quoting `text`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer. Received: {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1. Received: {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """An argparse type: a number ≥ 0, or a usage error quoting `text`."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number. Received: {text!r}"
-        ) from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0. Received: {text!r}")
-    return value
+__all__ = [
+    "add_common",
+    "add_population_data",
+    "keras_output_path",
+]
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

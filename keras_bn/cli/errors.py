@@ -1,31 +1,43 @@
-"""Exit statuses, and the one-line message every expected failure becomes."""
+"""Which exit status each failure gets, and the one line it becomes.
+
+The statuses themselves, with their JSON names, are `keras_bn.defaults`'.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 1
-EXIT_USAGE = 2
-EXIT_PARITY = 3
-EXIT_FILE_SYSTEM = 4
-EXIT_INTERRUPTED = 130
+from keras_bn.defaults import (
+    EXIT_BAD_INPUT,
+    EXIT_FILE_SYSTEM,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARITY,
+    EXIT_USAGE,
+    STATUS,
+)
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FILE_SYSTEM",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PARITY",
+    "EXIT_USAGE",
+    "STATUS",
+    "CommandError",
+    "details_for",
+    "exit_code_for",
+    "is_parity_failure",
+    "message_for",
+    "one_line",
+]
 
 # Library errors that mean "the input was wrong", reported without traceback.
 # FileNotFoundError is a missing input (a model, a data file, an output
 # directory); every other OSError is the file system refusing (EXIT_FILE_SYSTEM).
 BAD_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, NotImplementedError)
-
-# The `status` field of the JSON document for each exit status.
-STATUS = {
-    EXIT_OK: "ok",
-    EXIT_BAD_INPUT: "error",
-    EXIT_USAGE: "usage_error",
-    EXIT_PARITY: "parity_failure",
-    EXIT_FILE_SYSTEM: "file_system_error",
-    EXIT_INTERRUPTED: "interrupted",
-}
 
 
 class CommandError(Exception):

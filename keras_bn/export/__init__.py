@@ -2,7 +2,7 @@
 
 `to_tflite` and `to_onnx` fold every BatchNormalization layer, convert, run the
 file in its runtime (LiteRT, onnxruntime), compare it with the original Keras
-model against the bound of `keras_bn.export.error_model`, and only then move the
+model against the bound of `keras_bn.export.parity_bounds`, and only then move the
 file into place. `check_parity` measures any TFLite or ONNX file against a
 Keras model; `load_runtime` runs and times one; `bn_ops_left` says how much of
 BN an exported graph kept.
@@ -10,7 +10,6 @@ BN an exported graph kept.
 Everything other modules of keras_bn use from this package is listed here.
 """
 
-from keras_bn.export.error_model import parity_tolerance
 from keras_bn.export.files import EXPORT_FORMATS, export_files, export_path
 from keras_bn.export.onnx_export import to_onnx
 from keras_bn.export.op_counts import (
@@ -21,6 +20,7 @@ from keras_bn.export.op_counts import (
     op_histogram,
 )
 from keras_bn.export.parity import check_parity
+from keras_bn.export.parity_bounds import parity_tolerance
 from keras_bn.export.prepare import as_inputs, input_spec
 from keras_bn.export.reference_models import without_batchnorm
 from keras_bn.export.report import (

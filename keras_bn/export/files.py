@@ -19,12 +19,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_bn.export.onnx_export import to_onnx
+from keras_bn.defaults import DEFAULT_OPSET, EXPORT_FORMATS
+from keras_bn.export.onnx_export import onnx_inputs, write_onnx
+from keras_bn.export.prepare import prepare_model
 from keras_bn.export.report import ExportReport
-from keras_bn.export.tflite import to_tflite
-
-EXPORT_FORMATS = ("tflite", "onnx")
-DEFAULT_OPSET = 17
+from keras_bn.export.tflite import tflite_inputs, write_tflite
+from keras_bn.staging import validate_destination
 
 
 def export_path(
@@ -78,8 +78,9 @@ def export_files(
             the same array as `calibration`.
         fold: Fold BatchNormalization layers first.
         opset: The ONNX opset.
-        population_data: Batches on which each export re-estimates the
-            population statistics (on a copy) before folding.
+        population_data: Batches on which the population statistics are
+            re-estimated (on a copy) before folding; estimated and folded once,
+            every format is converted from the same folded model.
         on_format: Called with each format as its export starts (progress).
 
     Returns:
@@ -102,31 +103,25 @@ def export_files(
             f"with formats={list(formats)}"
         )
     reports = []
+    prepared = None
     for file_format in formats:
         if on_format is not None:
             on_format(file_format)
         if file_format == "tflite":
+            path = validate_destination(
+                export_path(directory, stem, "tflite", quantize), ".tflite"
+            )
             int8 = quantize == "int8"
-            reports.append(
-                to_tflite(
-                    model,
-                    export_path(directory, stem, "tflite", quantize),
-                    fold=fold,
-                    quantize=quantize,
-                    representative_data=calibration if int8 else None,
-                    inputs=evaluation,
-                    population_data=population_data,
-                )
+            int8_calibration, x = tflite_inputs(
+                model, quantize, calibration if int8 else None, evaluation
             )
         else:
-            reports.append(
-                to_onnx(
-                    model,
-                    export_path(directory, stem, "onnx"),
-                    fold=fold,
-                    opset=opset,
-                    inputs=evaluation,
-                    population_data=population_data,
-                )
-            )
+            path = validate_destination(export_path(directory, stem, "onnx"), ".onnx")
+            x = onnx_inputs(model, opset, evaluation)
+        if prepared is None:  # recalibrate and fold once, for every format
+            prepared = prepare_model(model, fold=fold, population_data=population_data)
+        if file_format == "tflite":
+            reports.append(write_tflite(prepared, path, quantize, int8_calibration, x))
+        else:
+            reports.append(write_onnx(prepared, path, opset, x))
     return reports

@@ -37,15 +37,17 @@ import tensorflow as tf
 import tf2onnx
 from onnx import numpy_helper
 
+from keras_bn.defaults import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from keras_bn.export.checked_export import export_checked
-from keras_bn.export.prepare import input_spec, parity_inputs
+from keras_bn.export.prepare import (
+    PreparedModel,
+    input_spec,
+    parity_inputs,
+    prepare_model,
+)
 from keras_bn.export.report import ExportReport
-from keras_bn.export.staging import validate_destination
+from keras_bn.staging import validate_destination
 
-# tf2onnx 1.17 knows opsets 7..18 (tf2onnx.constants.OPSET_TO_IR_VERSION);
-# below 13 several TF ops used by Keras 3 layers have no conversion.
-MIN_OPSET = 13
-MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 # How often cycles are collected during a conversion: one optimizer pass over
 # MobileNetV2 takes about 0.1 s and leaves one 40 MB copy behind.
 CONVERSION_GC_INTERVAL_S = 0.05
@@ -61,9 +63,15 @@ def collecting_cycles(interval_s: float = CONVERSION_GC_INTERVAL_S) -> Iterator[
     pending objects reach a quarter of the long-lived ones) let dozens pile
     up. Objects that exist on entry are frozen (`gc.freeze`) so each
     collection walks only what the block made; they are unfrozen on exit.
+    Freezing is process-wide and `gc.unfreeze` cannot tell our objects from
+    anyone else's, so if the caller has frozen objects (`gc.get_freeze_count()
+    > 0`) nothing is frozen or unfrozen here: collections then walk more
+    objects, but the caller's frozen set is left exactly as it was.
     """
     gc.collect()
-    gc.freeze()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
     stop = threading.Event()
 
     def collect() -> None:
@@ -77,7 +85,8 @@ def collecting_cycles(interval_s: float = CONVERSION_GC_INTERVAL_S) -> Iterator[
     finally:
         stop.set()
         collector.join()
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
         gc.collect()
 
 
@@ -115,7 +124,7 @@ def to_onnx(
     path: str | os.PathLike,
     *,
     fold: bool = True,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     inputs: np.ndarray | None = None,
     population_data: Any = None,
 ) -> ExportReport:
@@ -125,7 +134,7 @@ def to_onnx(
     (batch dimension free), validated with `onnx.checker`, written to a hidden
     temporary file next to `path`, run with onnxruntime and compared with the
     *original* Keras model; only if the scale-relative error is within the bound
-    of `keras_bn.export.error_model` is it renamed to `path`. The caller's model
+    of `keras_bn.export.parity_bounds` is it renamed to `path`. The caller's model
     is never modified.
 
     Args:
@@ -136,7 +145,7 @@ def to_onnx(
         fold: Fold BatchNormalization layers with
             `keras_bn.folding.fold_batchnorm` first (default). With `False` the
             model is converted as it is.
-        opset: ONNX opset, 13 to 18.
+        opset: ONNX opset, `MIN_OPSET` to `MAX_OPSET` (13 to 18).
         inputs: Float32 inputs for the parity check, batch first. Defaults to
             8 seeded standard-normal samples.
         population_data: Batches (an array, a `tf.data.Dataset` or an
@@ -163,6 +172,19 @@ def to_onnx(
     0
     """
     path = validate_destination(path, ".onnx")
+    x = onnx_inputs(model, opset, inputs)
+    prepared = prepare_model(model, fold=fold, population_data=population_data)
+    return write_onnx(prepared, path, opset, x)
+
+
+def onnx_inputs(
+    model: keras.Model, opset: int, inputs: np.ndarray | None
+) -> np.ndarray:
+    """Checks `opset` and `model`; returns the validated parity inputs.
+
+    Raises:
+        TypeError, ValueError: as `to_onnx` (the opset, the model, the inputs).
+    """
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise TypeError(f"`opset` must be an int. Received: opset={opset!r}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -170,24 +192,29 @@ def to_onnx(
             f"`opset` must be between {MIN_OPSET} and {MAX_OPSET} (tf2onnx "
             f"{tf2onnx.__version__}). Received: opset={opset}"
         )
-    spec = input_spec(model)
-    x = parity_inputs(model, inputs)
+    input_spec(model)
+    return parity_inputs(model, inputs)
+
+
+def write_onnx(
+    prepared: PreparedModel, path: str, opset: int, x: np.ndarray
+) -> ExportReport:
+    """Converts the prepared model to a checked ONNX file at `path`."""
+    spec = input_spec(prepared.reference)
 
     def convert(exported: keras.Model):
         proto = convert_to_onnx(exported, spec, opset)
         return lambda tmp: onnx.save(proto, tmp)
 
     return export_checked(
-        model,
+        prepared,
         path,
         file_format="onnx",
         convert=convert,
         x=x,
-        fold=fold,
         details={
             "opset": opset,
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx.__version__,
         },
-        population_data=population_data,
     )

@@ -4,10 +4,10 @@
 whoever made it: `keras_bn.export.runtimes` recognises the format from the
 file's content and runs it. The comparison is scale-relative,
 `max|y_file - y_keras| / max|y_keras|`, the quantity the error model in
-`keras_bn.export.error_model` bounds; the policy of which bound applies
+`keras_bn.export.parity_bounds` bounds; the policy of which bound applies
 (float32, float16, int8) lives here and in the error model, not in callers.
 
-The Keras reference is computed on the CPU (see `error_model`, "Not covered").
+The Keras reference is computed on the CPU (see docs/error-model.md, "Not covered").
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.export import runtimes
-from keras_bn.export.error_model import parity_tolerance
+from keras_bn.export.parity_bounds import check_quantize, parity_tolerance
 from keras_bn.export.prepare import parity_inputs, split_int8_data
 from keras_bn.export.report import ParityReport
+from keras_bn.folding.verification import scale_relative_error
 
 # `check_parity(..., tolerance=FROM_ERROR_MODEL)` judges the file against the
 # bound the error model derives for the model and its quantization.
@@ -82,7 +83,7 @@ def compare(
     diff = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = float(np.abs(reference).max()) if reference.size else 0.0
-    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
+    max_rel = scale_relative_error(max_abs, scale)
     top1 = None
     if reference.ndim == 2 and reference.shape[1] > 1:
         top1 = float(np.mean(reference.argmax(1) == outputs.argmax(1)))
@@ -103,11 +104,7 @@ def resolve_tolerance(
     model: keras.Model, tolerance: float | str | None, quantize: str | None
 ) -> float | None:
     """The bound `check_parity` judges by: given, from the error model, or none."""
-    if quantize not in (None, "float16", "int8"):
-        raise ValueError(
-            "`quantize` must be None, 'float16' or 'int8'. "
-            f"Received: quantize={quantize!r}"
-        )
+    check_quantize(quantize)
     if tolerance == FROM_ERROR_MODEL:
         return parity_tolerance(model, quantize)
     if tolerance is None:
@@ -143,7 +140,7 @@ def check_parity(
         inputs: Float32 array, batch first. Defaults to 8 seeded
             standard-normal samples of the model's input shape.
         tolerance: The scale-relative bound to judge by: a number,
-            `"error_model"` for the bound `keras_bn.export.error_model` derives
+            `"error_model"` for the bound `keras_bn.export.parity_bounds` derives
             for `model` and `quantize`, or `None` (default) for no verdict
             (`report.passed` is then `None`).
         quantize: The file's quantization (`None`, `"float16"`, `"int8"`),

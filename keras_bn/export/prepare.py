@@ -15,14 +15,17 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import tree
 
-from keras_bn.folding import fold_batchnorm
+from keras_bn.defaults import DEFAULT_INPUT_BATCH, DEFAULT_INPUT_SEED
+from keras_bn.folding.fold import recalibrate_and_fold
+from keras_bn.folding.verification import random_batch
 from keras_bn.keras_adapter import iter_layers
+from keras_bn.keras_objects import check_model
+from keras_bn.population import with_population_statistics
 
-DEFAULT_PARITY_BATCH = 8
-DEFAULT_PARITY_SEED = 0
 # int8 parity is judged on samples the calibration did not see
-# (`keras_bn.export.error_model`); without a separate evaluation set, one
+# (`keras_bn.export.parity_bounds`); without a separate evaluation set, one
 # sample in `HELD_OUT_EVERY` of the data is held out for it.
 HELD_OUT_EVERY = 5
 
@@ -35,11 +38,7 @@ def input_spec(model: keras.Model) -> tf.TensorSpec:
         ValueError: If the model has several inputs or outputs, a non-float32
             input or compute dtype, or an unknown non-batch input dimension.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r} "
-            f"of type {type(model).__name__}"
-        )
+    check_model(model)
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError) as e:
@@ -75,16 +74,48 @@ def input_spec(model: keras.Model) -> tf.TensorSpec:
     return tf.TensorSpec((None, *shape[1:]), tf.float32, name="input")
 
 
-def model_to_export(model: keras.Model, fold: bool) -> tuple[keras.Model, Any]:
-    """The model to convert and the fold report (`None` when `fold=False`).
+@dataclasses.dataclass(frozen=True)
+class PreparedModel:
+    """What every file of one export is converted from and checked against.
 
-    The caller's model is never modified: `fold_batchnorm` builds a new one.
+    Attributes:
+        reference: The model the files must reproduce: the caller's, or its
+            copy with re-estimated population statistics.
+        exported: The model to convert: `reference` folded, or `reference`
+            itself with `fold=False`.
+        fold_report: The `FoldReport`, `None` with `fold=False`.
+        population: The `PopulationReport` of the re-estimate, or `None`.
+    """
+
+    reference: keras.Model
+    exported: keras.Model
+    fold_report: Any = None
+    population: Any = None
+
+
+def prepare_model(
+    model: keras.Model, *, fold: bool, population_data: Any = None
+) -> PreparedModel:
+    """Recalibrates (with `population_data`) and folds (with `fold`) once.
+
+    Every format of an `export_files` call is converted from the same result,
+    so the statistics are estimated and the model folded once per call. The
+    caller's model is never modified.
+
+    Raises:
+        TypeError: `fold` is not a bool, or the errors of `fold_batchnorm`.
     """
     if not isinstance(fold, bool):
         raise TypeError(f"`fold` must be True or False. Received: fold={fold!r}")
-    if not fold:
-        return model, None
-    return fold_batchnorm(model, return_report=True)
+    if fold:
+        reference, folded, report = recalibrate_and_fold(model, population_data)
+        return PreparedModel(reference, folded, report, report.population)
+    population = None
+    if population_data is not None:
+        model, population = with_population_statistics(
+            model, population_data, verbose=0
+        )
+    return PreparedModel(model, model, None, population)
 
 
 def as_inputs(model: keras.Model, inputs) -> np.ndarray:
@@ -117,13 +148,16 @@ def as_inputs(model: keras.Model, inputs) -> np.ndarray:
 
 def default_inputs(
     model: keras.Model,
-    batch: int = DEFAULT_PARITY_BATCH,
-    seed: int = DEFAULT_PARITY_SEED,
+    batch: int = DEFAULT_INPUT_BATCH,
+    seed: int = DEFAULT_INPUT_SEED,
 ) -> np.ndarray:
-    """Seeded standard-normal float32 inputs of `model`'s input shape."""
-    spec = input_spec(model)
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, *spec.shape[1:])).astype(np.float32)
+    """Seeded standard-normal float32 inputs of `model`'s input shape.
+
+    The one default-input rule (`keras_bn.folding.verification.random_batch`),
+    for a model `input_spec` accepts.
+    """
+    input_spec(model)
+    return tree.flatten(random_batch(model, seed=seed, batch=batch))[0]
 
 
 def parity_inputs(model: keras.Model, inputs=None) -> np.ndarray:
@@ -149,7 +183,7 @@ def split_int8_data(model: keras.Model, data, inputs=None) -> Int8Data:
 
     An int8 file is exact on the ranges it was calibrated on and saturates
     beyond them, so its parity means something only on data calibration did
-    not see (`keras_bn.export.error_model`, "int8"). `to_tflite` and
+    not see (`keras_bn.export.parity_bounds`, "int8"). `to_tflite` and
     `check_parity` both call this, so an export and a later check of the same
     file on the same data judge the same samples and give one verdict.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 
 from keras_bn.keras_adapter import is_batchnorm
+from keras_bn.keras_objects import check_model, rebuild_layer
 
 
 class PassThrough(keras.layers.Layer):
@@ -51,18 +52,14 @@ def without_batchnorm(model: keras.Model) -> keras.Model:
     >>> any(is_batchnorm(layer) for layer in bn_free.layers)  # doctest: +SKIP
     False
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model={model!r} "
-            f"of type {type(model).__name__}"
-        )
+    check_model(model)
 
     def clone(layer):
         if is_batchnorm(layer):
             return PassThrough(name=layer.name)
         if isinstance(layer, keras.Model):
             return without_batchnorm(layer)
-        return layer.__class__.from_config(layer.get_config())
+        return rebuild_layer(layer)
 
     copy = keras.models.clone_model(model, clone_function=clone)
     for original in model.layers:

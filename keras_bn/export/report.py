@@ -20,7 +20,7 @@ class ParityReport:
     The relative error is measured against the scale of the reference output,
     `max_abs_error / max|y_keras|`, not element by element: an output that
     crosses zero has an element-wise relative error without meaning, while the
-    scale-relative error is what the error model in `keras_bn.export.error_model`
+    scale-relative error is what the error model in `keras_bn.export.parity_bounds`
     bounds.
 
     Attributes:
@@ -162,7 +162,7 @@ class ParityError(RuntimeError):
             f"The exported {report.format} model does not match the Keras model: "
             f"max relative error {report.max_rel_error:.3e} (max absolute "
             f"{report.max_abs_error:.3e}) exceeds the tolerance "
-            f"{report.tolerance:.3e} of keras_bn.export.error_model on inputs of "
+            f"{report.tolerance:.3e} of keras_bn.export.parity_bounds on inputs of "
             f"shape {report.input_shape}. Nothing was written to {destination!r}."
         )
 

@@ -21,10 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from keras_bn.bench.timing import median_ms
+from keras_bn.timing import median_ms
 
 TFLITE_IDENTIFIER = b"TFL3"
-FORMATS = ("tflite", "onnx")
 RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime"}
 
 
@@ -127,7 +126,7 @@ class Runtime(abc.ABC):
         """
 
     def latency_ms(self, x: np.ndarray, *, repeats: int, warmup: int = 2) -> float:
-        """Median milliseconds of one run on `x` (see `bench.timing.median_ms`)."""
+        """Median milliseconds of one run on `x` (see `keras_bn.timing.median_ms`)."""
         return median_ms(
             self.bind(np.asarray(x, np.float32)), repeats=repeats, warmup=warmup
         )

@@ -23,11 +23,17 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.export.checked_export import export_checked
-from keras_bn.export.prepare import input_spec, parity_inputs, split_int8_data
+from keras_bn.export.parity_bounds import check_quantize
+from keras_bn.export.prepare import (
+    PreparedModel,
+    input_spec,
+    parity_inputs,
+    prepare_model,
+    split_int8_data,
+)
 from keras_bn.export.report import ExportReport
-from keras_bn.export.staging import validate_destination
+from keras_bn.staging import validate_destination
 
-QUANTIZE_MODES = (None, "float16", "int8")
 # Calibration records each tensor's range over its samples; a held-out sample
 # exceeds the range of n exchangeable calibration samples with probability
 # 1/(n + 1) (order statistics) and then saturates. 500 samples left the digits
@@ -77,11 +83,7 @@ def validate_quantize(model, quantize, representative_data) -> None:
         ValueError: For an unknown `quantize`, calibration data without int8,
             or int8 without calibration data.
     """
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(
-            "`quantize` must be None, 'float16' or 'int8'. "
-            f"Received: quantize={quantize!r}"
-        )
+    check_quantize(quantize)
     if quantize != "int8" and representative_data is not None:
         raise ValueError(
             "`representative_data` calibrates int8 quantization and is only "
@@ -118,7 +120,7 @@ def to_tflite(
     The model is converted with `tf.lite.TFLiteConverter.from_keras_model`,
     written to a hidden temporary file next to `path`, run with LiteRT's
     interpreter and compared with the *original* Keras model; only if the
-    scale-relative error is within the bound of `keras_bn.export.error_model`
+    scale-relative error is within the bound of `keras_bn.export.parity_bounds`
     for the chosen precision is it renamed to `path`. The caller's model is never
     modified.
 
@@ -166,24 +168,46 @@ def to_tflite(
     True
     """
     path = validate_destination(path, ".tflite")
+    calibration, x = tflite_inputs(model, quantize, representative_data, inputs)
+    prepared = prepare_model(model, fold=fold, population_data=population_data)
+    return write_tflite(prepared, path, quantize, calibration, x)
+
+
+def tflite_inputs(
+    model: keras.Model,
+    quantize: str | None,
+    representative_data: np.ndarray | None,
+    inputs: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Validated `(calibration, parity inputs)` for a TFLite file of `model`.
+
+    Raises:
+        TypeError, ValueError: as `to_tflite` (the model, `quantize`, data).
+    """
     input_spec(model)
     validate_quantize(model, quantize, representative_data)
-    calibration = None
     if quantize == "int8":
         split = split_int8_data(model, representative_data, inputs)
-        calibration, x = split.calibration, split.held_out
-    else:
-        x = parity_inputs(model, inputs)
+        return split.calibration, split.held_out
+    return None, parity_inputs(model, inputs)
+
+
+def write_tflite(
+    prepared: PreparedModel,
+    path: str,
+    quantize: str | None,
+    calibration: np.ndarray | None,
+    x: np.ndarray,
+) -> ExportReport:
+    """Converts the prepared model to a checked TFLite file at `path`."""
     return export_checked(
-        model,
+        prepared,
         path,
         file_format="tflite",
         convert=lambda exported: _writer(
             convert_to_tflite(exported, quantize, calibration)
         ),
         x=x,
-        fold=fold,
         quantize=quantize,
         details={"tensorflow": tf.__version__},
-        population_data=population_data,
     )

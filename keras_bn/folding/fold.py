@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 
-from keras_bn.error_model import rounding_tolerance
 from keras_bn.folding.graph import check_foldable_model, fold_graph
 from keras_bn.folding.report import FoldReport
 from keras_bn.folding.verification import (
@@ -13,8 +12,9 @@ from keras_bn.folding.verification import (
     random_batch,
 )
 from keras_bn.population import with_population_statistics
+from keras_bn.rounding_bounds import rounding_tolerance
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["fold_batchnorm", "recalibrate_and_fold"]
 
 
 def fold_batchnorm(
@@ -57,14 +57,15 @@ def fold_batchnorm(
         verify: run both models in inference mode on `data` and raise if the
             outputs differ by more than `atol + rtol * max|output|`.
         rtol: tolerance relative to each output's largest magnitude;
-            `None` (default) takes `keras_bn.error_model.rounding_tolerance`
+            `None` (default) takes `keras_bn.rounding_bounds.rounding_tolerance`
             of `model`, which follows its dtype policies (float32,
             `mixed_float16`, `mixed_bfloat16`): a correct fold of a
             mixed-precision model differs by its compute dtype's rounding.
         atol: absolute tolerance; `None` (default) is 0, the bound being
             relative to the output's scale.
         data: the verification batch, in the structure `model` takes;
-            `None` draws a seeded standard-normal batch of 2.
+            `None` draws 8 seeded standard-normal samples
+            (`keras_bn.folding.verification.random_batch`).
         population_data: if given, batches (as `keras_bn.population_statistics`
             takes them: an array, a `tf.data.Dataset` or an iterable) on which
             the population statistics of Algorithm 2 are re-estimated on a copy
@@ -97,6 +98,49 @@ def fold_batchnorm(
     print(report)  # batch_normalization: folded after 'conv2d'
     ```
     """
+    _, folded, report = recalibrate_and_fold(
+        model,
+        population_data,
+        verify=verify,
+        rtol=rtol,
+        atol=atol,
+        data=data,
+    )
+    return (folded, report) if return_report else folded
+
+
+def recalibrate_and_fold(
+    model: keras.Model,
+    population_data=None,
+    *,
+    verify: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    data=None,
+) -> tuple[keras.Model, keras.Model, FoldReport]:
+    """`fold_batchnorm`'s steps, also returning the model the fold reproduces.
+
+    The one "recalibrate, then fold" sequence: re-estimate the population
+    statistics on a copy (with `population_data`), fold that, verify the
+    fold against it. An exporter needs the recalibrated copy too, as the
+    reference its files must match.
+
+    Args:
+        model: as `fold_batchnorm`'s.
+        population_data: as `fold_batchnorm`'s; `None` folds `model` as it is.
+        verify: as `fold_batchnorm`'s.
+        rtol: as `fold_batchnorm`'s.
+        atol: as `fold_batchnorm`'s.
+        data: as `fold_batchnorm`'s.
+
+    Returns:
+        `(reference, folded, report)`: `model`, or its recalibrated copy; the
+        folded model; the `FoldReport` (with `population` set when
+        recalibrated).
+
+    Raises:
+        TypeError, ValueError, FoldVerificationError: as `fold_batchnorm`.
+    """
     check_foldable_model(model)
     rtol = rounding_tolerance(model) if rtol is None else rtol
     atol = 0.0 if atol is None else atol
@@ -111,4 +155,4 @@ def fold_batchnorm(
     if verify:
         batch = random_batch(model) if data is None else data
         report.max_error = compare_models(model, folded, batch, rtol=rtol, atol=atol)
-    return (folded, report) if return_report else folded
+    return model, folded, report

@@ -1,22 +1,15 @@
 """Walk a Keras graph and plan what happens to every Batch Normalization.
 
-`fold_graph(model)` works on the graph Keras records for Functional and
-Sequential models (read through `keras_bn.keras_adapter`: one `LayerCall`
-per layer call, with the tensors it reads and writes):
-
-1. Plan (`plan_graph`). For every Batch Normalization call, try
-   `Linear -> BN` (the BN's input comes from a linear layer,
-   `match_producer`), then `BN -> Linear` (its output goes to one,
-   `match_consumer`); the first that holds is the fold. Otherwise the BN
-   becomes a `ChannelAffine` and the reasons both directions failed are
-   recorded. What a layer supports comes from `keras_bn.folding.rules`;
-   what each call becomes is a plan from `keras_bn.folding.plans`. Nested
-   Functional/Sequential models are folded recursively, once each.
-2. Rebuild (`keras_bn.folding.engine.rebuild`): replay the calls on fresh
-   inputs, each plan making its part of the new graph.
-
-The caller's layers are never called, built or assigned to, so the original
-model stays bit-for-bit the same.
+For every BN call of a Functional or Sequential model (read through
+`keras_bn.keras_adapter`), `plan_graph` tries `Linear -> BN`
+(`match_producer`), then `BN -> Linear` (`match_consumer`); the first that
+holds is the fold, otherwise the BN becomes a `ChannelAffine` and both
+reasons are recorded. What a layer supports comes from
+`keras_bn.folding.rules`, what each call becomes is a plan from
+`keras_bn.folding.plans`, and `keras_bn.folding.engine.rebuild` builds the new
+model. Nested models are folded recursively, once each. The caller's layers
+are never called, built or assigned to, so the original model stays
+bit-for-bit the same. The whole chain: docs/folding.md.
 """
 
 from __future__ import annotations
@@ -49,6 +42,7 @@ from keras_bn.keras_adapter import (
     is_subclassed_model,
     layer_calls,
 )
+from keras_bn.keras_objects import check_model
 
 __all__ = [
     "GraphView",
@@ -70,11 +64,7 @@ def check_foldable_model(model) -> None:
             whose layer graph Keras does not record.
         ValueError: `model` is a Sequential model that was never built.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "`fold_batchnorm` expects a Keras model (`keras.Model`, Functional or "
-            f"Sequential). Received: model={model!r} of type {type(model).__name__}"
-        )
+    check_model(model)
     if isinstance(model, keras.Sequential) and functional_graph(model) is None:
         raise ValueError(
             f"Model '{model.name}' has never been built, so it has no input "

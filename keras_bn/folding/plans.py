@@ -30,6 +30,7 @@ from keras_bn.folding.affine import ChannelAffine
 from keras_bn.folding.report import FoldEntry
 from keras_bn.folding.rules import LinearRule
 from keras_bn.keras_adapter import LayerCall
+from keras_bn.keras_objects import rebuild_layer
 
 __all__ = [
     "AbsorbBatchNorms",
@@ -41,7 +42,6 @@ __all__ = [
     "ShareOperation",
     "UseModel",
     "batchnorm_scale_shift_of",
-    "copy_from_config",
 ]
 
 #: `rule.fold_after` or `rule.fold_before`: `(layer, params, scale, shift) -> params`.
@@ -66,23 +66,6 @@ def batchnorm_scale_shift_of(bn: keras.layers.Layer) -> tuple[np.ndarray, np.nda
 def describe(layer) -> str:
     """`'name' (ClassName)`, how errors and reasons name a layer."""
     return f"'{layer.name}' ({type(layer).__name__})"
-
-
-def copy_from_config(layer: keras.layers.Layer, config: dict) -> keras.layers.Layer:
-    """A new, unbuilt layer of `layer`'s class made from `config`.
-
-    Raises:
-        TypeError: the class cannot be rebuilt from `config`.
-    """
-    try:
-        return layer.__class__.from_config(config)
-    except Exception as error:
-        raise TypeError(
-            f"Layer {describe(layer)} cannot be rebuilt from its config, which "
-            "folding needs to copy the model without touching it. Give the "
-            "class a `get_config` that lists its constructor arguments. "
-            f"Received: {type(error).__name__}: {error}"
-        ) from error
 
 
 class Plan(abc.ABC):
@@ -133,7 +116,7 @@ class CopyLayer(Plan):
     """A copy of the layer: same class, config and weights."""
 
     def build(self):
-        return copy_from_config(self.layer, self.layer.get_config())
+        return rebuild_layer(self.layer)
 
     def load_weights(self, new_layer) -> None:
         new_layer.set_weights(self.layer.get_weights())
@@ -241,7 +224,7 @@ class AbsorbBatchNorms(Plan):
     def build(self):
         config = self.layer.get_config()
         config["use_bias"] = True
-        return copy_from_config(self.layer, config)
+        return rebuild_layer(self.layer, config)
 
     def load_weights(self, new_layer) -> None:
         params = self.rule.read(self.layer)

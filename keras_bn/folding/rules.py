@@ -70,12 +70,11 @@ class LinearRule:
     def bias_reason(self, layer, output_shape) -> str | None:
         """Why a folded bias would be added on the wrong axis, or `None`.
 
-        Keras 3's TensorFlow `ops.add` turns `x + bias.reshape(1, C, 1, ...)`
-        into `tf.nn.bias_add`, choosing NHWC whenever the last dimension of
-        `x` equals `C`, so a `channels_first` convolution whose last spatial
-        size equals its channel count adds its bias along the wrong axis
-        (seen in Keras 3.15). Its original bias is already misapplied; a
-        folded, different bias would change the output.
+        Keras 3.15's TensorFlow bias add picks NHWC whenever the last
+        dimension equals the channel count, so a `channels_first` layer whose
+        last output dimension equals its channels (or is unknown) adds a bias
+        along the wrong axis: a folded, different bias would change the
+        output (docs/folding.md).
         """
         channels_first = getattr(layer, "data_format", None) == "channels_first"
         if not channels_first or keras.backend.backend() != "tensorflow":

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import tree
 
+from keras_bn.defaults import DEFAULT_INPUT_BATCH, DEFAULT_INPUT_SEED
 from keras_bn.keras_adapter import input_structure
 
 __all__ = [
@@ -13,10 +14,9 @@ __all__ = [
     "check_tolerances",
     "compare_models",
     "random_batch",
+    "scale_relative_error",
 ]
 
-# A batch of two catches a fold that mixes examples, and stays cheap.
-_BATCH = 2
 # An unknown spatial or sequence length: long enough for the usual kernel
 # sizes and strides of an unpadded network.
 _UNKNOWN_LENGTH = 32
@@ -39,10 +39,16 @@ def check_tolerances(*, rtol: float, atol: float) -> None:
             )
 
 
-def random_batch(model: keras.Model, seed: int = 0):
-    """A seeded standard-normal batch shaped for `model`'s inputs.
+def random_batch(
+    model: keras.Model,
+    seed: int = DEFAULT_INPUT_SEED,
+    batch: int = DEFAULT_INPUT_BATCH,
+):
+    """The inputs keras_bn draws when none are given: seeded standard normal.
 
-    Unknown batch sizes become 2, other unknown dimensions 32. Integer
+    The one default-input rule, for fold verification and export parity
+    alike: `batch` samples (`keras_bn.defaults.DEFAULT_INPUT_BATCH`, 8) where
+    the batch size is unknown, 32 for any other unknown dimension. Integer
     inputs (token ids) get zeros and ones, valid for any embedding.
 
     Returns:
@@ -52,7 +58,7 @@ def random_batch(model: keras.Model, seed: int = 0):
 
     def make(x):
         shape = [
-            (_BATCH if i == 0 else _UNKNOWN_LENGTH) if d is None else d
+            (batch if i == 0 else _UNKNOWN_LENGTH) if d is None else d
             for i, d in enumerate(x.shape)
         ]
         dtype = np.dtype(keras.backend.standardize_dtype(x.dtype))
@@ -61,6 +67,33 @@ def random_batch(model: keras.Model, seed: int = 0):
         return rng.standard_normal(shape).astype(dtype)
 
     return tree.map_structure(make, input_structure(model))
+
+
+def scale_relative_error(max_abs_error: float, scale: float) -> float:
+    """`max|y_new - y| / max|y|`, the error every check of keras_bn reports.
+
+    Relative to the output's scale, not element-wise: rounding in a layer
+    scales with the largest values it sums, so an element-wise ratio would
+    blow up on outputs that happen to be near zero. An all-zero reference
+    has no scale: a zero difference is then no error (0) and any other is
+    infinitely large (`inf`), never an absolute difference passed off as a
+    relative one.
+
+    Args:
+        max_abs_error: `max|y_new - y|`.
+        scale: `max|y|` of the reference.
+
+    Returns:
+        The ratio, `0.0` or `inf` as above.
+
+    Example:
+
+    >>> scale_relative_error(1e-6, 2.0), scale_relative_error(0.0, 0.0)
+    (5e-07, 0.0)
+    """
+    if scale > 0:
+        return max_abs_error / scale
+    return 0.0 if max_abs_error == 0 else float("inf")
 
 
 def compare_models(
@@ -87,7 +120,7 @@ def compare_models(
         atol: absolute tolerance.
 
     Returns:
-        The largest `max|difference| / max|original|` over the outputs.
+        The largest `scale_relative_error` over the outputs.
 
     Raises:
         FoldVerificationError: if an output is beyond tolerance, naming it.
@@ -113,5 +146,5 @@ def compare_models(
                 f"atol + rtol * max|output| = {atol + rtol * magnitude:.3g}. "
                 f"Received: rtol={rtol}, atol={atol}"
             )
-        worst = max(worst, difference / magnitude if magnitude > 0 else difference)
+        worst = max(worst, scale_relative_error(difference, magnitude))
     return worst

@@ -27,6 +27,9 @@ Kernel layouts are Keras': Dense `(in, out)`; convolutions
 with output channel `c * depth_multiplier + m`; separable convolutions a
 depthwise kernel followed by a pointwise `(1, ..., in * depth_multiplier,
 out)`; transposed convolutions `(*window, out, in)`.
+
+The derivations, and how these formulas fit the folding engine, are in
+docs/folding.md.
 """
 
 from __future__ import annotations
@@ -100,46 +103,45 @@ def batchnorm_scale_shift(
     return scale, shift
 
 
-def fold_bn_after_dense(
-    kernel: np.ndarray,
-    bias: np.ndarray | None,
-    scale: np.ndarray,
-    shift: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Folds `BN(x @ kernel + bias)` into one Dense layer.
-
-    Args:
-        kernel: Dense kernel, `(in, out)`.
-        bias: Dense bias `(out,)`, or `None` for `use_bias=False`.
-        scale: BN scale from `batchnorm_scale_shift`, `(out,)`.
-        shift: BN shift, `(out,)`.
-
-    Returns:
-        `(kernel, bias)` of the folded layer, in `kernel`'s dtype.
-    """
-    return _fold_output_axis(kernel, bias, scale, shift, axis=-1)
-
-
 def fold_bn_after_conv(
     kernel: np.ndarray,
     bias: np.ndarray | None,
     scale: np.ndarray,
     shift: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Folds BN after a convolution (any rank, any `groups`) into it.
+    """Folds BN after a convolution (any rank, any `groups`) or a Dense layer.
 
+    The output channel is the kernel's last axis in both layouts (a Dense
+    kernel `(in, out)` is a convolution kernel without a window), so one
+    formula serves both: `W' = W * scale` along it, `b' = b * scale + shift`.
     Also the fold for a separable convolution: pass its pointwise kernel.
 
     Args:
-        kernel: convolution kernel, `(*window, in / groups, out)`.
-        bias: bias `(out,)`, or `None`.
-        scale: BN scale, `(out,)`.
+        kernel: convolution kernel, `(*window, in / groups, out)`, or Dense
+            kernel, `(in, out)`.
+        bias: bias `(out,)`, or `None` for `use_bias=False`.
+        scale: BN scale from `batchnorm_scale_shift`, `(out,)`.
         shift: BN shift, `(out,)`.
 
     Returns:
-        `(kernel, bias)` of the folded convolution, in `kernel`'s dtype.
+        `(kernel, bias)` of the folded layer, in `kernel`'s dtype.
+
+    Raises:
+        ValueError: if `scale`, `shift` or `bias` does not have shape `(out,)`.
+
+    Example:
+
+    >>> kernel, bias = fold_bn_after_conv(
+    ...     np.ones((1, 2)), None, np.array([2.0, 3.0]), np.array([0.5, 0.0]))
+    >>> kernel, bias
+    (array([[2., 3.]]), array([0.5, 0. ]))
     """
     return _fold_output_axis(kernel, bias, scale, shift, axis=-1)
+
+
+#: Folds `BN(x @ kernel + bias)` into one Dense layer: the same formula as
+#: `fold_bn_after_conv`, whose output channel is the kernel's last axis too.
+fold_bn_after_dense = fold_bn_after_conv
 
 
 def fold_bn_after_conv_transpose(

@@ -4,12 +4,23 @@ import json
 
 import pytest
 
+from keras_bn import cli
 from keras_bn.bench import export as bench_export
 
 
 def test_small_model_benchmark_prints_latency_and_size_ratios(capsys):
-    code = bench_export.main(
-        ["--models", "small_cnn", "--size", "16", "--batches", "1", "2"]
+    code = cli.main(
+        [
+            "bench",
+            "export",
+            "--models",
+            "small_cnn",
+            "--size",
+            "16",
+            "--batches",
+            "1",
+            "2",
+        ]
         + ["--repeats", "2", "--json"]
     )
     assert code == 0
@@ -39,6 +50,6 @@ def test_small_model_benchmark_prints_latency_and_size_ratios(capsys):
 )
 def test_bad_arguments_exit_with_a_message(argv, match, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        bench_export.main(argv)
+        cli.main(["bench", "export", *argv])
     assert exit_info.value.code == 2
     assert match in capsys.readouterr().err

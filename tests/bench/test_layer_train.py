@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from keras_bn import cli
 from keras_bn.bench import layer, train
 
 BENCHES = {
@@ -35,7 +36,7 @@ def test_bench_rows_have_every_column_and_finite_ratios(name):
 @pytest.mark.parametrize("name", BENCHES)
 def test_bench_runs_as_a_keras_bn_subcommand_with_one_json_document(name, capsys):
     module, argv = BENCHES[name]
-    assert module.main([*argv, "--json"]) == 0
+    assert cli.main(["bench", name, *argv, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["status"] == "ok" and document["benchmark"] == name
     assert document["rows"] and list(document["rows"][0]) == module.COLUMNS

@@ -12,7 +12,7 @@ from keras_bn.bench.memory import peak_rss_mb
 
 def test_help_shows_the_common_flags_under_the_subcommand(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        memory.main(["--help"])
+        cli.main(["bench", "memory", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: keras-bn bench memory")

@@ -10,6 +10,7 @@ import errno
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from keras_bn import cli
@@ -56,8 +57,6 @@ def test_fold_over_a_valid_file_on_a_full_disk_keeps_it(
 def test_recalibrate_on_a_full_disk_writes_nothing(
     model_file, tmp_path, monkeypatch, capsys, rng
 ):
-    import numpy as np
-
     data = tmp_path / "x.npy"
     np.save(data, rng.normal(size=(16, 8, 8, 1)).astype(np.float32))
     monkeypatch.setattr(keras.Model, "save", fail_half_way)
@@ -69,14 +68,16 @@ def test_recalibrate_on_a_full_disk_writes_nothing(
 
 
 def test_a_failed_export_leaves_no_directory(model_file, tmp_path, capsys):
+    misshapen = tmp_path / "misshapen.npy"
+    np.save(misshapen, np.zeros((2, 3, 3, 1), np.float32))
     target = tmp_path / "a" / "b" / "c"
     code = cli.main(
-        ["export", str(model_file), "--format", "onnx", "--opset", "5"]
+        ["export", str(model_file), "--format", "onnx", "--data", str(misshapen)]
         + ["-o", str(target), "-q"]
     )
     assert code == cli.EXIT_BAD_INPUT
-    assert "opset" in one_error_line(capsys.readouterr().err, "export")
-    assert os.listdir(tmp_path) == []
+    assert "shape" in one_error_line(capsys.readouterr().err, "export")
+    assert os.listdir(tmp_path) == ["misshapen.npy"]
 
 
 def test_an_output_path_through_a_file_is_a_file_system_error(

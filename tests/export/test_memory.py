@@ -3,7 +3,7 @@
 tf2onnx 1.17 deep-copies its graph before every optimizer pass and drops the
 copy it replaces as a reference cycle; `collecting_cycles` frees those during
 the conversion. The figures themselves come from `keras-bn bench memory`
-(README, "Export").
+(docs/benchmarks.md, "Export: peak memory").
 """
 
 import gc
@@ -65,3 +65,17 @@ def test_collecting_cycles_restores_the_collector():
             raise RuntimeError("inside")
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == threshold
+
+
+def test_collecting_cycles_leaves_what_the_caller_froze_frozen():
+    gc.collect()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with collecting_cycles(interval_s=0.005):
+            most = _drop_copies()
+        assert gc.get_freeze_count() == frozen
+        assert most <= 3 and GraphCopy.alive == 0
+    finally:
+        gc.unfreeze()

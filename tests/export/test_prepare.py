@@ -4,7 +4,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from keras_bn.export.prepare import input_spec, model_to_export
+from keras_bn.export.prepare import input_spec, prepare_model
 from tests.helpers.export import build_pattern
 
 
@@ -44,4 +44,6 @@ def test_unexportable_model_raises(make_model, error, match):
 
 def test_no_fold_returns_the_model_itself():
     model = build_pattern("dense_bn")
-    assert model_to_export(model, fold=False) == (model, None)
+    prepared = prepare_model(model, fold=False)
+    assert prepared.exported is model and prepared.reference is model
+    assert prepared.fold_report is None and prepared.population is None

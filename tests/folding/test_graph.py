@@ -453,7 +453,7 @@ class Subclassed(keras.Model):
 
 @pytest.mark.parametrize("value", ["model.keras", L.Dense(3), None])
 def test_not_a_keras_model_is_rejected(value):
-    with pytest.raises(TypeError, match="expects a Keras model.*Received: model="):
+    with pytest.raises(TypeError, match="must be a keras.Model.*Received: model="):
         fold_batchnorm(value)
 
 

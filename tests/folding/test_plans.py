@@ -20,9 +20,10 @@ from keras_bn.folding.plans import (
     ReplaceByAffine,
     ShareOperation,
     batchnorm_scale_shift_of,
-    copy_from_config,
 )
+from keras_bn.keras_objects import rebuild_layer
 from tests.helpers.folding import relative_error, set_statistics
+from tests.helpers.reference import layer_inference
 from tests.tolerances import FOLD_FLOAT32_RTOL
 
 L = keras.layers
@@ -44,18 +45,6 @@ def planned_model(rng):
     plans, entries = plan_graph(view, "", {})
     by_name = {call.layer.name: plans[id(call)] for call in view.calls}
     return model, by_name, entries
-
-
-def inference_batchnorm(bn, x):
-    """The BN inference formula in NumPy float64, from the layer's variables."""
-    mean, variance = (
-        np.asarray(v, np.float64) for v in (bn.moving_mean, bn.moving_variance)
-    )
-    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
-    beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
-    return (np.asarray(x, np.float64) - mean) / np.sqrt(
-        variance + bn.epsilon
-    ) * gamma + beta
 
 
 def test_each_call_gets_the_plan_its_wiring_allows(rng):
@@ -99,7 +88,7 @@ def test_replace_by_affine_computes_the_inference_formula(rng):
     x = rng.normal(size=(2, 5, 5, 4)).astype("float32")
     affine(x)
     plan.load_weights(affine)
-    assert relative_error(affine(x), inference_batchnorm(bn, x)) <= FOLD_FLOAT32_RTOL
+    assert relative_error(affine(x), layer_inference(bn, x)) <= FOLD_FLOAT32_RTOL
 
 
 def test_folded_batchnorm_passes_its_input_through(rng):
@@ -130,7 +119,7 @@ def test_batchnorm_scale_shift_of_matches_the_formula(center, scale, rng):
     x = rng.normal(size=(3, 4))
     s, t = batchnorm_scale_shift_of(bn)
     assert s.dtype == t.dtype == np.float64
-    np.testing.assert_allclose(x * s + t, inference_batchnorm(bn, x), rtol=1e-12)
+    np.testing.assert_allclose(x * s + t, layer_inference(bn, x), rtol=1e-12)
 
 
 def test_a_layer_that_cannot_be_rebuilt_is_named():
@@ -143,4 +132,4 @@ def test_a_layer_that_cannot_be_rebuilt_is_named():
     with pytest.raises(
         TypeError, match=r"'odd' \(NoConfig\) cannot be rebuilt.*Received"
     ):
-        copy_from_config(layer, {"name": "odd"})  # `units` missing
+        rebuild_layer(layer, {"name": "odd"})  # `units` missing

@@ -3,7 +3,7 @@
 Issue 12, case 5: a correct fold of a `mixed_float16` model failed
 `fold_batchnorm`'s fixed default tolerance (2.68e-4 against 4.9e-5); the
 difference is float16 rounding. The default now comes from
-`keras_bn.error_model.rounding_tolerance`, so a correct fold passes under
+`keras_bn.rounding_bounds.rounding_tolerance`, so a correct fold passes under
 every policy while a wrong fold (here: formulas deliberately broken) still
 fails by default.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import keras_bn
-from keras_bn import error_model
+from keras_bn import rounding_bounds
 from keras_bn.export import parity_tolerance
 from keras_bn.folding import FoldVerificationError, fold_batchnorm, weights
 from keras_bn.folding.verification import compare_models, random_batch
@@ -51,14 +51,16 @@ def test_bound_is_the_formula_under_mixed_float16(mixed_precision):
     # All eight layers round their output to float16; three also their kernel.
     reduced = 8 + 3
     expected = 4 * math.sqrt(2 * u**2 * terms + 2 / 3 * u16**2 * reduced)
-    assert error_model.rounding_tolerance(model) == pytest.approx(expected)
+    assert rounding_bounds.rounding_tolerance(model) == pytest.approx(expected)
     assert parity_tolerance(model) == pytest.approx(expected)
 
 
 def test_float32_bound_is_unchanged(mixed_precision):
     mixed_precision("float32")
     model = conv_net(0)
-    assert error_model.rounding_tolerance(model) == error_model.float32_tolerance(model)
+    assert rounding_bounds.rounding_tolerance(
+        model
+    ) == rounding_bounds.float32_tolerance(model)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -70,8 +72,8 @@ def test_correct_fold_passes_default_verification(policy, seed, mixed_precision)
     # The verification's own measurement, repeated independently on another batch.
     batch = random_batch(model, seed=seed + 100)
     error = compare_models(model, folded, batch, rtol=np.inf, atol=0.0)
-    assert report.max_error <= error_model.rounding_tolerance(model)
-    assert error <= error_model.rounding_tolerance(model)
+    assert report.max_error <= rounding_bounds.rounding_tolerance(model)
+    assert error <= rounding_bounds.rounding_tolerance(model)
 
 
 def test_issue_case_failed_the_old_fixed_tolerance(mixed_precision):

@@ -11,6 +11,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from keras_bn.folding import weights
+from tests.helpers.reference import batchnorm_inference
 from tests.tolerances import FOLD_WEIGHTS_FLOAT64_RTOL
 
 
@@ -26,12 +27,15 @@ def _statistics(rng, channels):
 
 
 def _batchnorm(x, s, axis=-1):
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    r = lambda v: np.reshape(v, shape)  # noqa: E731
-    return (x - r(s["moving_mean"])) / np.sqrt(
-        r(s["moving_variance"]) + s["epsilon"]
-    ) * r(s["gamma"]) + r(s["beta"])
+    return batchnorm_inference(
+        x,
+        s["moving_mean"],
+        s["moving_variance"],
+        s["epsilon"],
+        s["gamma"],
+        s["beta"],
+        axis,
+    )
 
 
 def _scale_shift(s):

@@ -4,9 +4,9 @@ for `keras_bn.population_statistics`.
 A model is run through a *forward recipe*: a Python function `forward(x, apply)`
 that calls `apply(layer, h, **kwargs)` for every layer in the order the model
 does. The Keras model is built from the same recipe with `apply = keras_call`,
-so the reference walks exactly the graph Keras walks, but computes each BN in
-NumPy float64 in training mode (batch mean, biased variance, per ghost batch,
-under the mask) and runs every other layer in Keras' inference mode. Nothing of
+so the reference walks exactly the graph Keras walks, but computes each BN with
+`tests.helpers.reference` (NumPy float64) in training mode (batch mean, biased
+variance, per ghost batch, under the mask) and runs every other layer in Keras' inference mode. Nothing of
 `keras_bn.population` or of the layer's statistics code is used.
 """
 
@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
+
+from tests.helpers.reference import batch_moments, normalize
 
 
 def keras_call(layer, h, **kwargs):
@@ -59,15 +61,14 @@ def bn_train_numpy(layer, h: np.ndarray, mask: np.ndarray | None = None):
     for start in range(0, h.shape[0], k):
         g, w = h[start : start + k], weights[start : start + k]
         count = w.sum(axis=reduce, keepdims=True)
-        mean = (g * w).sum(axis=reduce, keepdims=True) / count
-        variance = (w * (g - mean) ** 2).sum(axis=reduce, keepdims=True) / count
+        mean, variance = batch_moments(g, reduce, w)
         gamma = np.asarray(layer.gamma, np.float64) if layer.scale else 1.0
         beta = np.asarray(layer.beta, np.float64) if layer.center else 0.0
         shape = [g.shape[a] if a in channels else 1 for a in range(h.ndim)]
         gamma, beta = np.reshape(gamma, shape), np.reshape(beta, shape)
-        out[start : start + k] = (g - mean) / np.sqrt(
-            variance + layer.epsilon
-        ) * gamma + beta
+        out[start : start + k] = normalize(
+            g, mean, variance, layer.epsilon, gamma, beta
+        )
         squeeze = np.reshape(count, -1)[0]
         groups.append((mean.reshape(-1), variance.reshape(-1), float(squeeze)))
     return out.astype(np.float32), groups

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import keras_bn
-from keras_bn.export import run_file, to_onnx, to_tflite
+from keras_bn.export import export_files, run_file
+from keras_bn.folding import fold as fold_module
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from tests.tolerances import EXPORT_FLOAT32_RTOL, FOLD_FLOAT32_RTOL
 
@@ -61,22 +62,38 @@ def test_fold_with_population_data_folds_the_recalibrated_copy(data):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("export", [to_tflite, to_onnx], ids=["tflite", "onnx"])
-def test_export_with_population_data_carries_the_recalibrated_statistics(
-    export, data, tmp_path
+def test_export_files_recalibrates_and_folds_once_for_every_format(
+    data, tmp_path, monkeypatch
 ):
     model = stale_model()
     before = [w.copy() for w in model.get_weights()]
-    path = tmp_path / f"model.{export.__name__.removeprefix('to_')}"
-    report = export(model, path, inputs=data[:8], population_data=data)
+    calls = {"with_population_statistics": 0, "fold_graph": 0}
+    for name in calls:
+        original = getattr(fold_module, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(fold_module, name, counted)
+    reports = export_files(
+        model,
+        tmp_path,
+        stem="model",
+        formats=("tflite", "onnx"),
+        evaluation=data[:8],
+        population_data=data,
+    )
+    assert calls == {"with_population_statistics": 1, "fold_graph": 1}
     recalibrated, _ = keras_bn.with_population_statistics(model, data, verbose=0)
     x = data[8:16]
-    assert relative_error(run_file(path, x), recalibrated(x, training=False)) <= (
-        EXPORT_FLOAT32_RTOL
-    )
-    assert report.parity.passed
-    assert report.population is not None
-    assert report.fold_report.population is report.population
-    assert report.to_dict()["population"]["batches"] == 2
+    for report in reports:
+        assert relative_error(
+            run_file(report.path, x), recalibrated(x, training=False)
+        ) <= (EXPORT_FLOAT32_RTOL)
+        assert report.parity.passed
+        assert report.population is not None
+        assert report.fold_report.population is report.population
+        assert report.to_dict()["population"]["batches"] == 2
     for a, b in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -14,17 +14,9 @@ import argparse
 import importlib
 
 from keras_bn.cli.arguments import add_common
-from keras_bn.cli.errors import EXIT_OK
 from keras_bn.cli.output import format_row_tables, print_json
+from keras_bn.defaults import BENCHMARKS, EXIT_OK
 
-BENCHMARKS = {
-    "layer": "one BN training step vs Keras' layer and the fused kernel",
-    "train": "a small CNN's training step: the BN cost of Keras', ours, the fused kernel",
-    "fold": "ResNet50 fold time; unfolded/folded/BN-free inference latency",
-    "export": "TFLite and onnxruntime latency and size, unfolded/folded/BN-free",
-    "sync": "synchronized BN moments vs Keras on several replicas",
-    "memory": "peak memory of `export --format all` vs loading and one batch",
-}
 HELP = "run a benchmark; the remaining arguments go to it"
 EPILOG = (
     "examples:\n"

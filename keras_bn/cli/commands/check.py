@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from keras_bn.cli.arguments import QUANTIZE_CHOICES, non_negative_float
-from keras_bn.cli.errors import EXIT_OK, EXIT_PARITY, CommandError
+from keras_bn.argument_types import non_negative_float
+from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import format_table, print_json
 from keras_bn.cli.progress import Progress
+from keras_bn.defaults import EXIT_OK, EXIT_PARITY, QUANTIZE_CHOICES
 
 HELP = "run a TFLite or ONNX file and compare it with a Keras model"
 EPILOG = (
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance",
         type=non_negative_float,
-        help="max relative error allowed (default: keras_bn.export.error_model's bound)",
+        help="max relative error allowed (default: the bound of keras_bn.export.parity_bounds)",
     )
 
 

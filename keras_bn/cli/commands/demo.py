@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.argument_types import positive_int
 from keras_bn.cli.loading import existing_file
 from keras_bn.cli.output import format_table, print_json, size_text
 from keras_bn.cli.progress import Progress, training_progress
+from keras_bn.defaults import DEMO_EPOCHS, DEMO_OUT, EXIT_OK
 
 HELP = (
     "train a small CNN with keras_bn.BatchNormalization under XLA, fold it, "
@@ -19,30 +20,27 @@ EPILOG = (
     "example:\n  keras-bn demo --epochs 8 --out export/out\n"
     "  keras-bn demo --data mnist.npz   # x_train, y_train, x_test, y_test"
 )
-# The help text quotes keras_bn.demo's defaults without importing it (and
-# TensorFlow); tests/cli/test_commands.py checks that they agree.
-DEFAULT_EPOCHS_TEXT = "8"
-DEFAULT_OUT_TEXT = "export/out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, help=f"default: {DEFAULT_EPOCHS_TEXT}")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=DEMO_EPOCHS, help="default: %(default)s"
+    )
     parser.add_argument(
         "--data",
         metavar="FILE.npz",
         help="x_train, y_train, x_test, y_test (default: scikit-learn's digits)",
     )
-    parser.add_argument("--out", metavar="DIR", help=f"default: {DEFAULT_OUT_TEXT}")
+    parser.add_argument(
+        "--out", metavar="DIR", default=DEMO_OUT, help="default: %(default)s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn import demo
-    from keras_bn.export import fold_report_to_dict
 
-    epochs = demo.DEFAULT_EPOCHS if args.epochs is None else args.epochs
-    out = Path(demo.DEFAULT_OUT if args.out is None else args.out)
-    if epochs < 1:
-        raise CommandError(f"--epochs must be at least 1. Received: {epochs}")
+    epochs = args.epochs
+    out = Path(args.out)
     data = None if args.data is None else str(existing_file(args.data, "data file"))
     with Progress(demo.DEMO_STAGES, quiet=args.quiet, desc="demo") as progress:
         result = demo.run_demo(
@@ -59,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 "dataset": result.dataset,
                 "rows": result.rows,
                 "history": result.history,
-                "fold_report": fold_report_to_dict(result.fold_report),
+                "fold_report": result.fold_report.to_dict(),
                 "population": result.population,
                 "out": str(out.resolve()),
             }

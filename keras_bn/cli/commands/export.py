@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_bn.cli.arguments import QUANTIZE_CHOICES, add_population_data
-from keras_bn.cli.errors import EXIT_OK, CommandError
+from keras_bn.argument_types import int_between
+from keras_bn.cli.arguments import add_population_data
+from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json
 from keras_bn.cli.progress import Progress
+from keras_bn.defaults import (
+    DEFAULT_OPSET,
+    EXIT_OK,
+    EXPORT_FORMATS,
+    FORMAT_CHOICES,
+    MAX_OPSET,
+    MIN_OPSET,
+    QUANTIZE_CHOICES,
+)
 
 HELP = (
     "fold and export a Keras model to TFLite and/or ONNX; each file is "
@@ -20,7 +30,6 @@ EPILOG = (
     "  keras-bn export model.keras --format tflite --quantize int8 --data digits.npz\n"
     "  keras-bn export model.keras --population-data digits.npz"
 )
-FORMAT_CHOICES = ("tflite", "onnx", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "again if the export fails",
     )
     parser.add_argument(
-        "--opset", type=int, default=17, help="ONNX opset (default: %(default)s)"
+        "--opset",
+        type=int_between(MIN_OPSET, MAX_OPSET),
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: %(default)s)",
     )
     parser.add_argument(
         "--no-fold", action="store_true", help="export the model as it is, BN included"
@@ -73,8 +85,8 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn.data import load_images, load_population_data
-    from keras_bn.export import EXPORT_FORMATS, export_files
-    from keras_bn.export.staging import created_directories
+    from keras_bn.export import export_files
+    from keras_bn.staging import created_directories
 
     check_flags(args)
     calibration = evaluation = population_data = None

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from keras_bn.cli.arguments import (
-    add_population_data,
-    keras_output_path,
-    non_negative_float,
-)
-from keras_bn.cli.errors import EXIT_OK
+from keras_bn.argument_types import non_negative_float
+from keras_bn.cli.arguments import add_population_data, keras_output_path
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
+from keras_bn.defaults import EXIT_OK
 
 HELP = (
     "fold every BatchNormalization of a Keras model into its neighbour "
@@ -55,9 +52,8 @@ def tolerances(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn.data import load_population_data
-    from keras_bn.export import fold_report_to_dict
-    from keras_bn.export.staging import save_model
     from keras_bn.folding import fold_batchnorm
+    from keras_bn.staging import save_model
 
     # A bad -o fails before the model is loaded.
     output = keras_output_path(args.model, args.output, "_folded")
@@ -82,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "status": "ok",
                 "output": str(output),
-                "fold_report": fold_report_to_dict(report),
+                "fold_report": report.to_dict(),
             }
         )
     else:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from keras_bn.argument_types import positive_int
 from keras_bn.cli.arguments import keras_output_path
-from keras_bn.cli.errors import EXIT_OK
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
+from keras_bn.defaults import EXIT_OK
 
 HELP = (
     "re-estimate every BatchNormalization's statistics on data "
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         help="images per batch (default: keras_bn.population_statistics')",
     )
     parser.add_argument(
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keras_bn import population_statistics
     from keras_bn.data import load_population_data
-    from keras_bn.export.staging import save_model
+    from keras_bn.staging import save_model
 
     output = None
     if not args.dry_run:

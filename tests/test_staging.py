@@ -1,4 +1,4 @@
-"""Exported files are either complete and checked, or absent."""
+"""Files keras_bn writes are either complete and checked, or absent."""
 
 import errno
 import io
@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from keras_bn.export.staging import (
+from keras_bn.staging import (
     created_directories,
     save_model,
     staged_file,

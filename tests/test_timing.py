@@ -1,11 +1,11 @@
-"""`keras_bn.bench.timing`: the medians are of the step's own time, forced to finish."""
+"""`keras_bn.timing`: the medians are of the step's own time, forced to finish."""
 
 import statistics
 
 import numpy as np
 import pytest
 
-from keras_bn.bench import timing
+from keras_bn import timing
 
 
 class FakeClock:

@@ -5,7 +5,7 @@ import math
 import keras
 import pytest
 
-from keras_bn.export import error_model, parity_tolerance
+from keras_bn.export import parity_bounds, parity_tolerance
 from tests.helpers.export import build_pattern
 from tests.tolerances import EXPORT_FLOAT16_RTOL, EXPORT_FLOAT32_RTOL
 
@@ -33,7 +33,7 @@ L = keras.layers
 )
 def test_reduction_length_counts_the_terms_of_one_output(layer, input_shape, terms):
     keras.Sequential([keras.Input(input_shape), layer])
-    assert error_model.reduction_length(layer) == terms
+    assert parity_bounds.reduction_length(layer) == terms
 
 
 def test_float32_bound_is_the_formula_for_a_pattern():
@@ -44,7 +44,7 @@ def test_float32_bound_is_the_formula_for_a_pattern():
 
 def test_float16_and_int8_bounds_count_weighted_layers():
     model = build_pattern("separable_conv2d_bn")
-    assert error_model.weighted_layer_count(model) == 1
+    assert parity_bounds.weighted_layer_count(model) == 1
     u16 = 2.0**-11
     assert parity_tolerance(model, "float16") == pytest.approx(
         parity_tolerance(model) + 4 * u16 * math.sqrt(1 / 3)
