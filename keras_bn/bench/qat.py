@@ -30,6 +30,7 @@ import onnx
 
 import keras_bn
 from keras_bn.data import Dataset, digits
+from keras_bn.defaults import EXPORT_FORMATS
 from keras_bn.export.quantized import (
     convert_quantized_onnx,
     convert_quantized_tflite,
@@ -171,7 +172,7 @@ def _measure_files(row: QatRow, model, data: Dataset, directory: str) -> None:
     with open(path + ".tflite", "wb") as f:
         f.write(flatbuffer)
     onnx.save(convert_quantized_onnx(model, 17), path + ".onnx")
-    for file_format in ("tflite", "onnx"):
+    for file_format in EXPORT_FORMATS:
         outputs = load_runtime(f"{path}.{file_format}")(data.x_test)
         setattr(row, f"{file_format}_accuracy", accuracy(outputs, data.y_test))
         setattr(row, f"{file_format}_steps", step_report(simulated, outputs, step))

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_bn.folding.plans import CopyLayer, Plan, ShareOperation, copy_from_config
+from keras_bn.folding.plans import CopyLayer, Plan, ShareOperation
+from keras_bn.keras_objects import rebuild_layer
 from keras_bn.layers import BatchNormalization
 from keras_bn.quantization.activation_quantizer import ActivationQuantizer
 from keras_bn.quantization.blocks import QuantizedBlock
@@ -80,7 +81,7 @@ class QuantizeLinear(Plan):
         if "activation" in config:
             config["activation"] = "linear"
         return QuantizedBlock(
-            copy_from_config(self.layer, config),
+            rebuild_layer(self.layer, config),
             None if self.batchnorm is None else copy_batchnorm(self.batchnorm),
             activation=self.activation,
             granularity=self.options.granularity,
