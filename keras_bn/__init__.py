@@ -35,7 +35,7 @@ PUBLIC_NAMES = {
     "population_statistics": "keras_bn.population",
     "with_population_statistics": "keras_bn.population",
 }
-SUBMODULES = ("export",)
+SUBMODULES = ("export", "quantization")
 
 __all__ = ["__version__", *SUBMODULES, *sorted(PUBLIC_NAMES)]
 
@@ -75,6 +75,8 @@ class RegisterLayerWithKeras(importlib.abc.MetaPathFinder):
         def exec_module(module):
             exec_keras(module)
             importlib.import_module("keras_bn.layers")
+            # The layers of quantization-aware models, for their `.keras` files.
+            importlib.import_module("keras_bn.quantization")
 
         spec.loader.exec_module = exec_module
         return spec
@@ -82,5 +84,6 @@ class RegisterLayerWithKeras(importlib.abc.MetaPathFinder):
 
 if "keras" in sys.modules:
     importlib.import_module("keras_bn.layers")
+    importlib.import_module("keras_bn.quantization")
 elif not any(isinstance(f, RegisterLayerWithKeras) for f in sys.meta_path):
     sys.meta_path.insert(0, RegisterLayerWithKeras())

@@ -26,25 +26,38 @@ import time
 
 import keras
 import numpy as np
-import onnx
 
 import keras_bn
+from keras_bn.argument_types import positive_int
 from keras_bn.data import Dataset, digits
-from keras_bn.defaults import EXPORT_FORMATS
-from keras_bn.export.quantized import (
-    convert_quantized_onnx,
-    convert_quantized_tflite,
-    float_ops,
-)
-from keras_bn.export.runtimes import load_runtime
-from keras_bn.quantization import quantize_model
-from keras_bn.quantization.gate import StepReport, output_step, step_report
+from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
+from keras_bn.export import load_runtime, to_onnx, to_tflite
+from keras_bn.quantization import fine_tune, quantize_model
 
-__all__ = ["QatRow", "QatStudy", "mobilenet_style", "run_qat_study"]
+__all__ = [
+    "COLUMNS",
+    "DESCRIPTION",
+    "QatRow",
+    "QatStudy",
+    "add_arguments",
+    "mobilenet_style",
+    "run",
+    "run_qat_study",
+]
+
+DESCRIPTION = BENCHMARKS["qat"]
+COLUMNS = [
+    "model",
+    "keras %",
+    "tflite %",
+    "onnx %",
+    "tflite steps",
+    "onnx steps",
+    "qat/float epoch",
+]
 
 GRANULARITIES = ("per_channel", "per_tensor")
 BATCH_SIZE = 32
-CALIBRATION_SAMPLES = 512
 
 
 def mobilenet_style(
@@ -97,15 +110,11 @@ class QatRow:
     keras_accuracy: float
     tflite_accuracy: float | None = None
     onnx_accuracy: float | None = None
-    tflite_steps: StepReport | None = None
-    onnx_steps: StepReport | None = None
+    tflite_steps: dict | None = None
+    onnx_steps: dict | None = None
 
     def to_dict(self) -> dict:
-        fields = dataclasses.asdict(self)
-        for key in ("tflite_steps", "onnx_steps"):
-            report = getattr(self, key)
-            fields[key] = None if report is None else report.to_dict()
-        return fields
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -129,7 +138,10 @@ class QatStudy:
 
             gate = "—"
             if row.tflite_steps is not None:
-                gate = f"≤ {row.tflite_steps.max_steps} step; ≤ {row.onnx_steps.max_steps} step"
+                gate = (
+                    f"≤ {row.tflite_steps['max_steps']} step; "
+                    f"≤ {row.onnx_steps['max_steps']} step"
+                )
             lines.append(
                 f"| {row.name} | {cell(row.keras_accuracy)} | {cell(row.tflite_accuracy)} "
                 f"| {cell(row.onnx_accuracy)} | {gate} |"
@@ -144,6 +156,20 @@ class QatStudy:
         }
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of each training epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
@@ -155,35 +181,37 @@ def _timed_epoch(model, data: Dataset) -> float:
 
 
 def _compile(model, learning_rate):
+    # The metric as `fine_tune` compiles it, so that the epoch costs compare.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
     )
 
 
 def _measure_files(row: QatRow, model, data: Dataset, directory: str) -> None:
-    """Writes the TFLite and ONNX files of `model`, runs them, judges them exactly."""
-    simulated = model.predict(data.x_test, verbose=0)
-    step = output_step(model)
-    flatbuffer = convert_quantized_tflite(model)
-    if float_ops(flatbuffer):
-        raise RuntimeError(f"{row.name}: float ops left {float_ops(flatbuffer)}")
-    path = os.path.join(directory, f"{row.name.replace(' ', '_')}")
-    with open(path + ".tflite", "wb") as f:
-        f.write(flatbuffer)
-    onnx.save(convert_quantized_onnx(model, 17), path + ".onnx")
+    """Exports the TFLite and ONNX files of `model` (exact gate) and runs them."""
+    stem = os.path.join(directory, row.name.replace(" ", "_"))
+    reports = {
+        "tflite": to_tflite(
+            model, stem + ".tflite", quantize="int8", inputs=data.x_test
+        ),
+        "onnx": to_onnx(model, stem + ".onnx", inputs=data.x_test),
+    }
     for file_format in EXPORT_FORMATS:
-        outputs = load_runtime(f"{path}.{file_format}")(data.x_test)
+        outputs = load_runtime(reports[file_format].path)(data.x_test)
         setattr(row, f"{file_format}_accuracy", accuracy(outputs, data.y_test))
-        setattr(row, f"{file_format}_steps", step_report(simulated, outputs, step))
+        setattr(row, f"{file_format}_steps", reports[file_format].parity.steps)
 
 
 def run_qat_study(
-    epochs: int = 8,
+    epochs: int = 15,
     qat_epochs: int = 3,
     seed: int = 0,
     data: Dataset | None = None,
     width: int = 16,
+    learning_rate: float = 1e-2,
+    epsilon: float = 1e-5,
 ) -> QatStudy:
     """Trains the float model, then measures PTQ and QAT at both granularities.
 
@@ -194,14 +222,20 @@ def run_qat_study(
         seed: seeds Keras (weights, shuffling).
         data: the dataset; default the bundled digits.
         width: the network's base width.
+        learning_rate: Adam's learning rate for the float training.
+        epsilon: the BN layers' ε. The default, PyTorch's 1e-5, lets channels
+            that died in training keep a variance near zero, so that their
+            folded depthwise weights are scaled up to 200× the others (the
+            per-tensor failure of MobileNetV2, Nagel et al. 2019); with
+            Keras' 1e-3 and a gentler training the spread stays below 4×.
 
     Returns:
         A `QatStudy`.
     """
     keras.utils.set_random_seed(seed)
     data = digits() if data is None else data
-    model = mobilenet_style(data.x_train.shape[1:], data.num_classes, width)
-    _compile(model, 3e-3)
+    model = mobilenet_style(data.x_train.shape[1:], data.num_classes, width, epsilon)
+    _compile(model, learning_rate)
     model.fit(
         data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=epochs - 1, verbose=0
     )
@@ -209,34 +243,37 @@ def run_qat_study(
     rows = [
         QatRow("float", accuracy(model.predict(data.x_test, verbose=0), data.y_test))
     ]
-    calibration = data.x_train[:CALIBRATION_SAMPLES]
-    qat_epoch = None
-    steps_per_epoch = -(-len(data.x_train) // BATCH_SIZE)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    qat_seconds = []
     with tempfile.TemporaryDirectory() as directory:
         for granularity in GRANULARITIES:
             ptq = quantize_model(
                 model, weights=granularity, calibration_data=data.x_train
             )
             rows.append(_row(f"PTQ {granularity}", ptq, data, directory))
-            qat = quantize_model(
+            timer = EpochTimer()
+            result = fine_tune(
                 model,
+                data.x_train,
+                data.y_train,
+                epochs=qat_epochs,
                 weights=granularity,
-                calibration_data=calibration,
-                freeze_bn_after_steps=(qat_epochs - 1) * steps_per_epoch,
+                loss=loss,
+                batch_size=BATCH_SIZE,
+                callbacks=[timer],
             )
-            _compile(qat, 5e-4)
-            for _ in range(qat_epochs):
-                seconds = _timed_epoch(qat, data)
-            qat_epoch = seconds if qat_epoch is None else min(qat_epoch, seconds)
-            rows.append(_row(f"QAT {granularity}", qat, data, directory))
+            qat_seconds.append(min(timer.seconds))
+            rows.append(_row(f"QAT {granularity}", result.model, data, directory))
     return QatStudy(
         rows=rows,
-        epoch_cost_ratio=qat_epoch / float_epoch,
+        epoch_cost_ratio=min(qat_seconds) / float_epoch,
         settings={
             "epochs": epochs,
             "qat_epochs": qat_epochs,
             "seed": seed,
             "width": width,
+            "learning_rate": learning_rate,
+            "epsilon": epsilon,
             "batch_size": BATCH_SIZE,
             "train": len(data.y_train),
             "test": len(data.y_test),
@@ -248,3 +285,51 @@ def _row(name, model, data, directory) -> QatRow:
     row = QatRow(name, accuracy(model.predict(data.x_test, verbose=0), data.y_test))
     _measure_files(row, model, data, directory)
     return row
+
+
+def add_arguments(parser) -> None:
+    """`keras-bn bench qat`'s flags: the study's settings."""
+    parser.add_argument("--epochs", type=positive_int, default=15, help="float epochs")
+    parser.add_argument(
+        "--qat-epochs", type=positive_int, default=3, help="QAT fine-tuning epochs"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--epsilon", type=float, default=1e-5, help="the BN layers' epsilon"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-2, help="float training's"
+    )
+
+
+def run(args) -> list[dict]:
+    """The study as table rows: accuracy per model and file, then the epoch cost."""
+    study = run_qat_study(
+        epochs=args.epochs,
+        qat_epochs=args.qat_epochs,
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+        epsilon=args.epsilon,
+    )
+
+    def percent(value):
+        return None if value is None else round(100 * value, 2)
+
+    rows = []
+    for row in study.rows:
+        entry = {
+            "table": "held-out accuracy",
+            "model": row.name,
+            "keras %": percent(row.keras_accuracy),
+            "tflite %": percent(row.tflite_accuracy),
+            "onnx %": percent(row.onnx_accuracy),
+        }
+        for file_format in EXPORT_FORMATS:
+            steps = getattr(row, f"{file_format}_steps")
+            if steps is not None:
+                entry[f"{file_format} steps"] = steps["summary"]
+        rows.append(entry)
+    rows.append(
+        {"table": "training cost", "qat/float epoch": round(study.epoch_cost_ratio, 2)}
+    )
+    return rows

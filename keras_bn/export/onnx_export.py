@@ -45,6 +45,7 @@ from keras_bn.export.prepare import (
     parity_inputs,
     prepare_model,
 )
+from keras_bn.export.quantized import is_quantized_model, quantize_onnx_weights
 from keras_bn.export.report import ExportReport
 from keras_bn.staging import validate_destination
 
@@ -204,6 +205,8 @@ def write_onnx(
 
     def convert(exported: keras.Model):
         proto = convert_to_onnx(exported, spec, opset)
+        if is_quantized_model(exported):
+            quantize_onnx_weights(proto)  # QDQ ONNX with int8 weights
         return lambda tmp: onnx.save(proto, tmp)
 
     return export_checked(

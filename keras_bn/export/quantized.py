@@ -9,19 +9,22 @@ activations, weights already on their int8 grid), so:
   `tf.lite.OpsSet.TFLITE_BUILTINS_INT8` is not set because TF 2.21 then
   demands a representative dataset; `float_ops` checks the result instead.
 - ONNX: tf2onnx turns each activation fake quantization into a
-  QuantizeLinear/DequantizeLinear (QDQ) pair, and writes the rounded
-  weights as float constants. `quantize_onnx_weights` stores each of them
-  as int8 with its scale behind a DequantizeLinear, so that onnxruntime's
-  QDQ fusion runs integer kernels on exactly the model's grid (left float,
-  onnxruntime requantizes them itself and the outputs drift by two steps).
+  QuantizeLinear/DequantizeLinear (QDQ) pair and writes the rounded weights
+  as float constants; `quantize_onnx_weights` stores each as int8 with its
+  scale behind a DequantizeLinear, so that onnxruntime's QDQ fusion runs
+  integer kernels on exactly the model's grid (left float, onnxruntime
+  requantizes them itself and the outputs drift by two steps).
 
-No Batch Normalization is folded here: the quantized model's inference path
-holds none (its BN layers only train).
+The file is judged by the exact gate (`keras_bn.quantization.gate`), not by
+a float error bound; `publish_quantized` is `publish_checked` with that gate.
+No Batch Normalization is folded: the quantized model's inference path holds
+none (its BN layers only train).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import warnings
 
@@ -31,14 +34,21 @@ import onnx
 import tensorflow as tf
 from onnx import helper, numpy_helper
 
-from keras_bn.export.onnx_export import convert_to_onnx
-from keras_bn.export.prepare import input_spec
+from keras_bn.export import runtimes
+from keras_bn.export.op_counts import op_histogram
+from keras_bn.export.parity import compare, keras_outputs
+from keras_bn.export.report import ParityError, ParityReport
+from keras_bn.quantization import is_quantized_model
+from keras_bn.quantization.gate import allowed_steps, output_step, step_report
+from keras_bn.staging import staged_file
 
 __all__ = [
     "INTEGER_EXEMPT_OPS",
-    "convert_quantized_onnx",
+    "check_quantize_for",
     "convert_quantized_tflite",
     "float_ops",
+    "is_quantized_model",
+    "publish_quantized",
     "quantize_onnx_weights",
 ]
 
@@ -49,6 +59,56 @@ INTEGER_EXEMPT_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "SHAPE", "RESHAPE"})
 ONNX_WEIGHT_AXES = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1}
 
 
+def check_quantize_for(model: keras.Model, quantize: str | None) -> str | None:
+    """The quantization a file of `model` gets: `"int8"` for a quantization-aware one.
+
+    Raises:
+        ValueError: a quantization-aware model asked for float16.
+    """
+    if not is_quantized_model(model):
+        return quantize
+    if quantize not in (None, "int8"):
+        raise ValueError(
+            f"Model '{model.name}' is quantization-aware: its files are int8 "
+            f"from its own ranges. Received: quantize={quantize!r}"
+        )
+    return "int8"
+
+
+def publish_quantized(
+    path: str, write, x: np.ndarray, model: keras.Model
+) -> tuple[ParityReport, dict[str, int]]:
+    """Writes the int8 file of a QAT `model` next to `path`; publishes it if the exact gate passes.
+
+    Args:
+        path: The destination.
+        write: Called with the temporary path; writes the file there.
+        x: The inputs to run.
+        model: The quantization-aware model, the file's simulation.
+
+    Returns:
+        The `ParityReport` (scale-relative figures and the step histogram)
+        and the file's op histogram.
+
+    Raises:
+        ParityError: the file is not within the gate; nothing is left behind.
+    """
+    reference = keras_outputs(model, x)
+    with staged_file(path) as tmp:
+        write(tmp)
+        file_format = runtimes.detect_format(tmp)
+        outputs = runtimes.run_file(tmp, x)
+        parity = compare(path, file_format, x.shape, reference, outputs)
+        steps = step_report(
+            reference, outputs, output_step(model), allowed_steps(model)
+        )
+        parity = dataclasses.replace(parity, steps=steps.to_dict())
+        if not parity.passed:
+            raise ParityError(parity, path)
+        histogram = op_histogram(tmp)
+    return parity, histogram
+
+
 def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes:
     """The fully integer TFLite flatbuffer of a quantization-aware `model`.
 
@@ -56,6 +116,9 @@ def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes
         model: a model from `quantize_model`, with trained or calibrated ranges.
         int8_io: int8 input and output tensors (the file's own scales);
             `False` keeps float32 ones (the file quantizes at its entry).
+
+    Raises:
+        ValueError: an op was left in float (a layer without a range).
     """
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -67,7 +130,14 @@ def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes
         warnings.filterwarnings(
             "ignore", message="Statistics for quantized inputs were expected"
         )
-        return converter.convert()
+        flatbuffer = converter.convert()
+    left = float_ops(flatbuffer)
+    if left:
+        raise ValueError(
+            f"Model '{model.name}': the TFLite converter left ops in float, so the "
+            f"file would not be fully integer. Received: float ops {left}"
+        )
+    return flatbuffer
 
 
 def float_ops(flatbuffer: bytes) -> list[str]:
@@ -86,14 +156,6 @@ def float_ops(flatbuffer: bytes) -> list[str]:
         if np.float32 in dtypes or np.float16 in dtypes:
             found.append(op["op_name"])
     return found
-
-
-def convert_quantized_onnx(model: keras.Model, opset: int) -> onnx.ModelProto:
-    """The QDQ ONNX model of a quantization-aware `model`, int8 weights included."""
-    proto = convert_to_onnx(model, input_spec(model), opset)
-    quantize_onnx_weights(proto)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
 
 
 def quantize_onnx_weights(proto: onnx.ModelProto) -> int:

@@ -31,6 +31,11 @@ from keras_bn.export.prepare import (
     prepare_model,
     split_int8_data,
 )
+from keras_bn.export.quantized import (
+    check_quantize_for,
+    convert_quantized_tflite,
+    is_quantized_model,
+)
 from keras_bn.export.report import ExportReport
 from keras_bn.staging import validate_destination
 
@@ -49,6 +54,8 @@ def convert_to_tflite(
     representative_data: np.ndarray | None = None,
 ) -> bytes:
     """The TFLite flatbuffer of `model`, optionally quantized."""
+    if is_quantized_model(model):
+        return convert_quantized_tflite(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -185,6 +192,12 @@ def tflite_inputs(
         TypeError, ValueError: as `to_tflite` (the model, `quantize`, data).
     """
     input_spec(model)
+    if is_quantized_model(model):
+        check_quantize_for(model, quantize)
+        # Nothing is calibrated: any inputs judge the file, data first.
+        return None, parity_inputs(
+            model, representative_data if inputs is None else inputs
+        )
     validate_quantize(model, quantize, representative_data)
     if quantize == "int8":
         split = split_int8_data(model, representative_data, inputs)
@@ -200,6 +213,7 @@ def write_tflite(
     x: np.ndarray,
 ) -> ExportReport:
     """Converts the prepared model to a checked TFLite file at `path`."""
+    quantize = check_quantize_for(prepared.reference, quantize)
     return export_checked(
         prepared,
         path,

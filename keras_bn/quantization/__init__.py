@@ -6,6 +6,7 @@
   rounds them. In inference it is the simulation of its int8 file.
 - `freeze_bn_statistics`, `calibrate_ranges`: freeze the BN statistics;
   set activation ranges from data (post-training quantization).
+- `fine_tune`: the fine-tuning policy `keras-bn qat` runs.
 - `QuantizedBlock`, `ActivationQuantizer`: the two layers it is made of.
 
 Inside, `quantizers` (rounding, TensorFlow) and `rules` (one class per
@@ -22,11 +23,14 @@ from keras_bn.quantization.model import (
     quantize_model,
     quantized_blocks,
 )
+from keras_bn.quantization.training import QatResult, fine_tune
 
 __all__ = [
     "ActivationQuantizer",
     "QuantizedBlock",
+    "QatResult",
     "calibrate_ranges",
+    "fine_tune",
     "freeze_bn_statistics",
     "is_quantized_model",
     "quantize_model",

@@ -17,6 +17,11 @@ the MobileNetV2-style digits network 0.2 to 0.7% of the logits at two
 steps, none beyond, in both the TFLite and the ONNX files. A file that
 rounds with a wrong scale, drops a rounding or clips at another range is
 off by many steps on many outputs.
+
+One exception: an output with a fixed range (softmax, logistic, tanh) may
+be `MAX_STEPS_FIXED_RANGE = 4` steps off. TFLite's int8 softmax computes
+the exponentials in fixed point, not by rounding the float result; on the
+digits CNN one output in 3,600 was 4 steps of 1/256 from the simulation.
 """
 
 from __future__ import annotations
@@ -32,16 +37,43 @@ from keras_bn.quantization.activation_quantizer import ActivationQuantizer
 from keras_bn.quantization.blocks import QuantizedBlock
 from keras_bn.quantization.quantizers import activation_scale
 
-__all__ = ["MAX_STEPS", "MIN_WITHIN_ONE", "StepReport", "output_step", "step_report"]
+__all__ = [
+    "MAX_STEPS",
+    "MAX_STEPS_FIXED_RANGE",
+    "MIN_WITHIN_ONE",
+    "StepReport",
+    "allowed_steps",
+    "output_quantizer",
+    "output_step",
+    "step_report",
+]
 
 #: The most quantization steps an output of the int8 file may differ from
 #: its simulation, and the fraction of outputs that must be within one.
 MAX_STEPS = 2
 MIN_WITHIN_ONE = 0.98
+#: The same for an output with a fixed range (softmax, logistic, tanh).
+MAX_STEPS_FIXED_RANGE = 4
 
 
 def output_step(model: keras.Model) -> float:
     """The quantization step of `model`'s output: the scale of its int8 file's output.
+
+    Raises:
+        ValueError: as `output_quantizer`.
+    """
+    quantizer = output_quantizer(model)
+    return activation_scale(quantizer.range_min.numpy(), quantizer.range_max.numpy())
+
+
+def allowed_steps(model: keras.Model) -> int:
+    """The most steps the gate allows `model`'s file (`MAX_STEPS`, or the fixed-range one)."""
+    fixed = output_quantizer(model).fixed_range is not None
+    return MAX_STEPS_FIXED_RANGE if fixed else MAX_STEPS
+
+
+def output_quantizer(model: keras.Model) -> ActivationQuantizer:
+    """The quantizer that rounds `model`'s output.
 
     Follows the output back through layers that only move values (a
     reshape, max pooling) to the quantizer that rounds it.
@@ -61,9 +93,7 @@ def output_step(model: keras.Model) -> float:
     while (call := view.producer(tensor)) is not None:
         quantizer = _quantizer_of(call.layer)
         if quantizer is not None:
-            return activation_scale(
-                quantizer.range_min.numpy(), quantizer.range_max.numpy()
-            )
+            return quantizer
         if len(call.input_tensors) != 1:
             break
         tensor = call.input_tensors[0]
@@ -121,6 +151,7 @@ class StepReport:
             "max_steps": self.max_steps,
             "samples": self.samples,
             "passed": self.passed,
+            "summary": self.describe(),
         }
 
     def describe(self) -> str:
@@ -134,13 +165,16 @@ class StepReport:
         return f"{verdict}: {parts} of the output step from the simulation ({total} outputs)"
 
 
-def step_report(simulated: np.ndarray, outputs: np.ndarray, step: float) -> StepReport:
+def step_report(
+    simulated: np.ndarray, outputs: np.ndarray, step: float, allowed: int = MAX_STEPS
+) -> StepReport:
     """Compares a file's outputs with its simulation's, in steps of `step`.
 
     Args:
         simulated: the quantized model's outputs in inference mode.
         outputs: the file's dequantized outputs on the same inputs.
         step: the output step (`output_step(model)`).
+        allowed: the most steps allowed (`allowed_steps(model)`).
 
     Returns:
         A `StepReport`.
@@ -167,4 +201,5 @@ def step_report(simulated: np.ndarray, outputs: np.ndarray, step: float) -> Step
         histogram={int(v): int(c) for v, c in zip(values, counts, strict=True)},
         max_steps=int(values.max()) if values.size else 0,
         samples=int(simulated.shape[0]) if simulated.ndim else 1,
+        allowed=allowed,
     )

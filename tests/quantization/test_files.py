@@ -1,19 +1,18 @@
 """Int8 TFLite and QDQ ONNX files of QAT models, judged by the exact gate."""
 
-import collections
-
 import keras
 import numpy as np
-import onnx
 import pytest
 
 import keras_bn
-from keras_bn.export import BATCHNORM_OP_TYPES, load_runtime
-from keras_bn.export.quantized import (
-    convert_quantized_onnx,
-    convert_quantized_tflite,
-    float_ops,
+from keras_bn.export import (
+    BATCHNORM_OP_TYPES,
+    ParityError,
+    load_runtime,
+    to_onnx,
+    to_tflite,
 )
+from keras_bn.export.quantized import convert_quantized_tflite, float_ops
 from keras_bn.quantization import quantize_model
 from keras_bn.quantization.gate import MAX_STEPS, output_step, step_report
 from tests.helpers.folding import set_statistics
@@ -68,20 +67,21 @@ def test_tflite_and_onnx_files_are_the_simulation(name, weights, rng, tmp_path):
     qat, x = trained_qat(MODELS[name], weights, rng)
     simulated = qat(x, training=False).numpy()
     step = output_step(qat)
-    flatbuffer = convert_quantized_tflite(qat)
-    assert float_ops(flatbuffer) == []
-    (tmp_path / "m.tflite").write_bytes(flatbuffer)
-    proto = convert_quantized_onnx(qat, 17)
-    ops = collections.Counter(node.op_type for node in proto.graph.node)
-    assert not BATCHNORM_OP_TYPES & set(ops)
+    tflite = to_tflite(qat, tmp_path / "m.tflite", quantize="int8", inputs=x)
+    onnx_report = to_onnx(qat, tmp_path / "m.onnx", inputs=x)
+    assert float_ops((tmp_path / "m.tflite").read_bytes()) == []
+    ops = onnx_report.op_histogram
     assert (
         ops["QuantizeLinear"] >= 2 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
     )
-    onnx.save(proto, tmp_path / "m.onnx")
-    for suffix in ("tflite", "onnx"):
-        report = step_report(simulated, load_runtime(tmp_path / f"m.{suffix}")(x), step)
-        assert report.passed, f"{suffix}: {report.describe()}"
-        assert report.max_steps <= MAX_STEPS
+    for report in (tflite, onnx_report):
+        assert report.quantize == "int8" or report.format == "onnx"
+        assert not BATCHNORM_OP_TYPES & set(report.op_histogram)
+        assert report.parity.steps["passed"], report.parity.steps["summary"]
+        # The gate's verdict, recomputed from the file independently of the export.
+        outputs = load_runtime(report.path)(x)
+        independent = step_report(simulated, outputs, step)
+        assert independent.passed and independent.max_steps <= MAX_STEPS
 
 
 def test_int8_input_and_output(rng, tmp_path):
@@ -92,6 +92,22 @@ def test_int8_input_and_output(rng, tmp_path):
     assert runtime.input["dtype"] == np.int8 and runtime.output["dtype"] == np.int8
     report = step_report(qat(x, training=False).numpy(), runtime(x), output_step(qat))
     assert report.passed, report.describe()
+
+
+def test_a_file_off_its_simulation_is_refused(rng, tmp_path, monkeypatch):
+    qat, x = trained_qat(depthwise_dense_model, "per_channel", rng)
+    # A file whose output rounding drifted: the gate names it, nothing is written.
+    quantizer = qat.layers[-1].output_quantizer
+    flatbuffer = convert_quantized_tflite(qat)
+    quantizer.range_max.assign(quantizer.range_max.numpy() * 1.5)
+    import keras_bn.export.tflite as tflite_module
+
+    monkeypatch.setattr(
+        tflite_module, "convert_quantized_tflite", lambda model: flatbuffer
+    )
+    with pytest.raises(ParityError, match="quantization-aware model simulates"):
+        to_tflite(qat, tmp_path / "m.tflite", inputs=x)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_gate_catches_a_wrong_scale(rng):

@@ -4,4 +4,4 @@ Each module has `HELP` (one line), `EPILOG` (examples), `add_arguments(parser)`
 and `run(args) -> int` (the exit status); none imports TensorFlow at import.
 """
 
-COMMANDS = ("demo", "fold", "recalibrate", "export", "check", "bench")
+COMMANDS = ("demo", "fold", "recalibrate", "qat", "export", "check", "bench")
