@@ -191,8 +191,10 @@ class QuantizedBlock(keras.layers.Layer):
         if self.batchnorm is None:
             y = self._linear_only(x, training)
         elif training:
-            y = self._train(x)
+            y = self._train(x, training)
             self.steps.assign_add(1.0)
+        elif self._population_pass():
+            y = self._train(x, training)
         else:
             y = self._folded(x, training)
         if self.activation is not None:
@@ -269,7 +271,18 @@ class QuantizedBlock(keras.layers.Layer):
         mean = self._value(bn.moving_mean)
         return mean, tf.sqrt(self._value(bn.moving_variance) + bn.epsilon)
 
-    def _train(self, x):
+    def _population_pass(self) -> bool:
+        """Whether `keras_bn.population_statistics` is recording this block's BN.
+
+        The estimate replaces the BN's `call` on the instance for its pass
+        (`keras_bn.keras_adapter.call_replaced`) and runs the model in
+        inference mode; the block then feeds its BN the float `W x + b` on
+        batch statistics, as training does, so that the pass records them
+        (Algorithm 2), without counting a training step or moving a range.
+        """
+        return self.batchnorm is not None and "call" in vars(self.batchnorm)
+
+    def _train(self, x, training):
         """Jacob et al.'s correction until frozen, the inference map after.
 
         Both share `W_q x` (the kernel is folded with the moving σ either
@@ -290,7 +303,7 @@ class QuantizedBlock(keras.layers.Layer):
         kernels = self._kernels()
         bias = self._bias()
         quantized = self._quantized_output(
-            x, self._with_scale(kernels, scale), training=True
+            x, self._with_scale(kernels, scale), training=training
         )
         z = self.rule.apply(self.linear, x, kernels) + bias
         stats = bn_ops.moments(z, list(range(z.shape.rank - 1)))

@@ -152,3 +152,29 @@ def test_unsupported_layer_is_named():
 def test_unknown_weights_granularity():
     with pytest.raises(ValueError, match="per_row"):
         quantize_model(sequential_model(), weights="per_row")
+
+
+def test_population_statistics_on_a_qat_model_before_freezing(rng):
+    inputs = keras.Input((5, 5, 2))
+    x = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    x = keras_bn.BatchNormalization()(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    set_statistics(model, rng)
+    data = rng.normal(size=(64, 5, 5, 2)).astype("float32")
+    qat = quantize_model(model, calibration_data=data)
+    (block,) = quantized_blocks(qat)
+    report = keras_bn.population_statistics(qat, data, batch_size=16, verbose=0)
+    assert report.layers[0].count == 64 * 9
+    # Algorithm 2 on the BN's input: the float convolution of the rounded input.
+    rounded = qat.get_layer("input_quantizer")(data).numpy()
+    z = block.linear(rounded).numpy().astype(np.float64).reshape(4, -1, 3)
+    m = z.shape[1]  # values per channel in a batch of 16
+    np.testing.assert_allclose(
+        block.batchnorm.moving_mean.numpy(), z.mean((0, 1)), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        block.batchnorm.moving_variance.numpy(),
+        z.var(1).mean(0) * m / (m - 1),
+        rtol=1e-4,
+    )
+    assert block.steps.numpy() == 0
