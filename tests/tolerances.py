@@ -108,3 +108,7 @@ CONVERSION_GRADIENT_FLOAT64_RTOL = 1e-8
 # over at most a few dozen products: ~1e-7 of the output's scale, measured
 # ≤ 4e-7.
 QAT_BLOCK_FLOAT32_RTOL = 1e-5
+# The bias's rounding read off as the difference of two float32 outputs of
+# order 10: a few float32 ulps of those outputs (2^-20 ≈ 1e-6 each), far
+# below the rounding steps compared (≥ 1e-3 here).
+QAT_BIAS_DIFFERENCE_ATOL = 1e-4

@@ -20,7 +20,11 @@ import numpy as np
 from keras_bn.export.parity import keras_outputs
 from keras_bn.export.parity_bounds import parity_tolerance
 from keras_bn.export.prepare import PreparedModel
-from keras_bn.export.quantized import is_quantized_model, publish_quantized
+from keras_bn.export.quantized import (
+    is_quantized_model,
+    publish_quantized,
+    sync_input_steps,
+)
 from keras_bn.export.report import ExportReport
 from keras_bn.export.staging import publish_checked
 
@@ -57,6 +61,9 @@ def export_checked(
     Raises:
         ParityError: The file does not match the reference; nothing is written.
     """
+    if is_quantized_model(prepared.reference):
+        # The simulation must round each bias on its input's current grid.
+        sync_input_steps(prepared.reference)
     write = convert(prepared.exported)
     if is_quantized_model(prepared.reference):
         # Its int8 file is judged in steps of its own simulation.

@@ -38,7 +38,7 @@ from keras_bn.export import runtimes
 from keras_bn.export.op_counts import op_histogram
 from keras_bn.export.parity import compare, keras_outputs
 from keras_bn.export.report import ParityError, ParityReport
-from keras_bn.quantization import is_quantized_model
+from keras_bn.quantization import is_quantized_model, sync_input_steps
 from keras_bn.quantization.gate import allowed_steps, output_step, step_report
 from keras_bn.staging import staged_file
 
@@ -50,6 +50,7 @@ __all__ = [
     "is_quantized_model",
     "publish_quantized",
     "quantize_onnx_weights",
+    "sync_input_steps",
 ]
 
 #: TFLite ops that may have float tensors in a fully integer file: the entry

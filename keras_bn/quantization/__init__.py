@@ -22,6 +22,7 @@ from keras_bn.quantization.model import (
     is_quantized_model,
     quantize_model,
     quantized_blocks,
+    sync_input_steps,
 )
 from keras_bn.quantization.training import QatResult, fine_tune
 
@@ -35,4 +36,5 @@ __all__ = [
     "is_quantized_model",
     "quantize_model",
     "quantized_blocks",
+    "sync_input_steps",
 ]

@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_bn import ops as bn_ops
 from keras_bn.layers import BatchNormalization
 from keras_bn.quantization.activation_quantizer import ActivationQuantizer
-from keras_bn.quantization.quantizers import quantize_weights
+from keras_bn.quantization.quantizers import quantize_weights, weight_scale
 from keras_bn.quantization.rules import AffineRule, quantization_rule_for
 
 __all__ = ["FUSED_ACTIVATIONS", "QuantizedBlock"]
@@ -177,6 +177,15 @@ class QuantizedBlock(keras.layers.Layer):
             trainable=False,
             autocast=False,
         )
+        # The step of the int8 grid of the block's input, set by
+        # `keras_bn.quantization.sync_input_steps`; 0 until then.
+        self.input_step = self.add_weight(
+            shape=(),
+            name="input_step",
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
 
     def compute_output_shape(self, input_shape):
         if self.linear is None:
@@ -244,7 +253,33 @@ class QuantizedBlock(keras.layers.Layer):
         return self.rule.apply(self.linear, x, quantized, between=between)
 
     def _linear_only(self, x, training):
-        return self._quantized_output(x, self._kernels(), training) + self._bias()
+        kernels = self._kernels()
+        bias = self._rounded_bias(self._bias(), kernels)
+        return self._quantized_output(x, kernels, training) + bias
+
+    def _rounded_bias(self, bias, kernels):
+        """`bias` on the int32 grid of the file, `s_in·s_w` per output channel.
+
+        TFLite and onnxruntime add the bias in the accumulator's scale, the
+        input step times the weight step. For a per-tensor kernel whose
+        channels' ranges spread (depthwise, BN folded) that grid can be
+        coarser than the output's own, so the simulation rounds it too
+        (straight through). Left unrounded until the input step is known.
+        """
+        name = self.rule.output_kernel
+        kernel = kernels[name]
+        axes = self.rule.reduce_axes(name, kernel.shape.rank)
+        weight_step = tf.reshape(weight_scale(kernel, axes, self.granularity), (-1,))
+        if self.between_quantizer is not None:
+            quantizer = self.between_quantizer
+            input_step = (quantizer.range_max - quantizer.range_min) / 255.0
+        else:
+            input_step = self.input_step
+        input_step = tf.cast(tf.convert_to_tensor(input_step), self._dtype())
+        step = tf.stop_gradient(input_step * weight_step)
+        safe = tf.where(step > 0, step, tf.ones_like(step))
+        rounded = tf.round(bias / safe) * safe
+        return tf.where(step > 0, bias + tf.stop_gradient(rounded - bias), bias)
 
     def _bn_parameters(self):
         bn = self.batchnorm
@@ -262,8 +297,8 @@ class QuantizedBlock(keras.layers.Layer):
         gamma, beta = self._bn_parameters()
         moving_mean, moving_std = self._moving_statistics()
         scale = gamma / moving_std
-        shift = beta + (self._bias() - moving_mean) * scale
         kernels = self._with_scale(self._kernels(), scale)
+        shift = self._rounded_bias(beta + (self._bias() - moving_mean) * scale, kernels)
         return self._quantized_output(x, kernels, training) + shift
 
     def _moving_statistics(self):
@@ -302,9 +337,8 @@ class QuantizedBlock(keras.layers.Layer):
         scale = gamma / moving_std
         kernels = self._kernels()
         bias = self._bias()
-        quantized = self._quantized_output(
-            x, self._with_scale(kernels, scale), training=training
-        )
+        folded_kernels = self._with_scale(kernels, scale)
+        quantized = self._quantized_output(x, folded_kernels, training=training)
         z = self.rule.apply(self.linear, x, kernels) + bias
         stats = bn_ops.moments(z, list(range(z.shape.rank - 1)))
         batch_mean = tf.reshape(stats.mean, (-1,))
@@ -315,7 +349,9 @@ class QuantizedBlock(keras.layers.Layer):
         # The float BN: its analytic gradient, its moving-statistics update.
         normalized = tf.cast(bn(z, training=True), self._dtype())
         corrected = normalized + tf.stop_gradient(corrected - normalized)
-        folded = quantized + (beta + (bias - moving_mean) * scale)
+        folded = quantized + self._rounded_bias(
+            beta + (bias - moving_mean) * scale, folded_kernels
+        )
         frozen = self.is_frozen()
         for variable, old in zip(
             (bn.moving_mean, bn.moving_variance), old_statistics, strict=True

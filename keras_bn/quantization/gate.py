@@ -34,7 +34,7 @@ import numpy as np
 from keras_bn.folding.graph import GraphView
 from keras_bn.keras_adapter import functional_graph
 from keras_bn.quantization.activation_quantizer import ActivationQuantizer
-from keras_bn.quantization.blocks import QuantizedBlock
+from keras_bn.quantization.model import producing_quantizer
 from keras_bn.quantization.quantizers import activation_scale
 
 __all__ = [
@@ -88,28 +88,14 @@ def output_quantizer(model: keras.Model) -> ActivationQuantizer:
             "The exact int8 gate needs a model from `quantize_model` with one "
             f"output. Received: model '{model.name}'"
         )
-    view = GraphView(graph)
-    tensor = graph.outputs[0]
-    while (call := view.producer(tensor)) is not None:
-        quantizer = _quantizer_of(call.layer)
-        if quantizer is not None:
-            return quantizer
-        if len(call.input_tensors) != 1:
-            break
-        tensor = call.input_tensors[0]
+    quantizer = producing_quantizer(GraphView(graph), graph.outputs[0])
+    if quantizer is not None:
+        return quantizer
     raise ValueError(
         f"Model '{model.name}': its output is not rounded onto an int8 grid "
         "(no ActivationQuantizer or QuantizedBlock output quantizer produces "
         "it), so there is no output step to judge by."
     )
-
-
-def _quantizer_of(layer) -> ActivationQuantizer | None:
-    if isinstance(layer, ActivationQuantizer):
-        return layer
-    if isinstance(layer, QuantizedBlock):
-        return layer.output_quantizer
-    return None
 
 
 @dataclasses.dataclass

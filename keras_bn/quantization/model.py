@@ -9,16 +9,18 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.folding.engine import rebuild
+from keras_bn.folding.graph import GraphView
 from keras_bn.folding.report import FoldReport
 from keras_bn.keras_adapter import functional_graph, iter_layers
 from keras_bn.quantization.activation_quantizer import ActivationQuantizer, calibrating
 from keras_bn.quantization.blocks import QuantizedBlock
 from keras_bn.quantization.graph import plan_quantization
 from keras_bn.quantization.plans import BlockOptions
-from keras_bn.quantization.quantizers import WEIGHT_GRANULARITIES
+from keras_bn.quantization.quantizers import WEIGHT_GRANULARITIES, activation_scale
 
 __all__ = [
     "calibrate_ranges",
+    "sync_input_steps",
     "freeze_bn_statistics",
     "is_quantized_model",
     "quantize_model",
@@ -96,8 +98,24 @@ def quantize_model(
     quantized = rebuild(model, graph, steps)
     if calibration_data is not None:
         calibrate_ranges(quantized, calibration_data)
+    else:
+        sync_input_steps(quantized)
     report = FoldReport(entries=planned.entries)
     return (quantized, report) if return_report else quantized
+
+
+def producing_quantizer(view: GraphView, tensor) -> ActivationQuantizer | None:
+    """The quantizer whose grid `tensor` lies on, through layers that only move values."""
+    while (call := view.producer(tensor)) is not None:
+        layer = call.layer
+        if isinstance(layer, ActivationQuantizer):
+            return layer
+        if isinstance(layer, QuantizedBlock):
+            return layer.output_quantizer
+        if len(call.input_tensors) != 1:
+            return None
+        tensor = call.input_tensors[0]
+    return None
 
 
 def quantized_blocks(model: keras.Model) -> list[QuantizedBlock]:
@@ -163,4 +181,35 @@ def calibrate_ranges(
         raise ValueError(
             "`data` holds no sample to calibrate the ranges on. Received: 0 samples"
         )
+    sync_input_steps(model)
     return seen
+
+
+def sync_input_steps(model: keras.Model) -> int:
+    """Gives every block the step of its input's int8 grid (for its bias grid).
+
+    A block's bias is rounded in the file on the grid `s_in·s_w`; `s_in`
+    belongs to the quantizer that rounds the block's input, which the block
+    does not own. This reads it through the graph and stores it in the
+    block's `input_step`. `quantize_model`, `calibrate_ranges`, `fine_tune`
+    and the exporters call it; call it after your own `fit` before using
+    the model as the simulation of its file.
+
+    Returns:
+        The number of blocks given a step.
+    """
+    view = GraphView(functional_graph(model))
+    synced = 0
+    for call in view.calls:
+        block = call.layer
+        if not isinstance(block, QuantizedBlock) or block.between_quantizer is not None:
+            continue
+        quantizer = producing_quantizer(view, call.input_tensors[0])
+        if quantizer is not None:
+            block.input_step.assign(
+                activation_scale(
+                    quantizer.range_min.numpy(), quantizer.range_max.numpy()
+                )
+            )
+            synced += 1
+    return synced

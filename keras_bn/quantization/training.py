@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_bn.folding.report import FoldReport
-from keras_bn.quantization.model import quantize_model
+from keras_bn.quantization.model import quantize_model, sync_input_steps
 
 __all__ = ["DEFAULT_LEARNING_RATE", "QatResult", "fine_tune"]
 
@@ -105,4 +105,5 @@ def fine_tune(
         callbacks=callbacks,
         verbose=0,
     )
+    sync_input_steps(qat)
     return QatResult(qat, report, dict(history.history), frozen_after)

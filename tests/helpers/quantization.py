@@ -15,6 +15,21 @@ def round_half_to_even(x):
     return np.round(x)  # NumPy and tf.round both round half to even
 
 
+def weight_step(kernel, reduce_axes, granularity):
+    """`max|w| / 127` per output channel (flattened) or for the whole kernel."""
+    kernel = np.asarray(kernel, np.float64)
+    if granularity == "per_tensor":
+        largest = np.max(np.abs(kernel), keepdims=True).reshape(1)
+    else:
+        largest = np.max(np.abs(kernel), axis=tuple(reduce_axes)).reshape(-1)
+    return np.where(largest > 0, largest / 127.0, 1.0)
+
+
+def round_to(values, step):
+    """`values` rounded onto the grid of `step` (the int32 bias grid)."""
+    return round_half_to_even(np.asarray(values, np.float64) / step) * step
+
+
 def quantize_kernel(kernel, reduce_axes, granularity):
     """Symmetric narrow-range int8 rounding in float64 (TFLite's weight scheme)."""
     kernel = np.asarray(kernel, np.float64)

@@ -11,6 +11,7 @@ from keras_bn.quantization import QuantizedBlock
 from tests.helpers import quantization as sim
 from tests.tolerances import (
     GRADIENT_CHECK_FLOAT64,
+    QAT_BIAS_DIFFERENCE_ATOL,
     QAT_BLOCK_FLOAT32_RTOL,
 )
 
@@ -74,9 +75,14 @@ def reference_output(block, x, granularity):
         low = float(block.between_quantizer.range_min.numpy())
         high = float(block.between_quantizer.range_max.numpy())
         inner = sim.fake_quantize(inner, low, high)
+        # The bias is added on the accumulator's grid: inner step × weight step.
+        weight_step = sim.weight_step(
+            folded["pointwise_kernel"], (0, 1, 2), granularity
+        )
+        bias = sim.round_to(folded["bias"], (high - low) / 255 * weight_step)
         pointwise = keras.layers.Conv2D(linear.filters, 1, dtype="float64")
         pointwise.build((None, *inner.shape[1:]))
-        pointwise.set_weights([kernels["pointwise_kernel"], folded["bias"]])
+        pointwise.set_weights([kernels["pointwise_kernel"], bias])
         return pointwise(inner).numpy()
     reference = sim.float64_copy(linear, (None, *x.shape[1:]), kernels, folded["bias"])
     return reference(x.astype(np.float64)).numpy()
@@ -209,3 +215,28 @@ def test_bad_arguments_name_the_layer():
         QuantizedBlock(keras.layers.Dense(2), activation="gelu", name="b")
     with pytest.raises(TypeError, match="'b'.*Flatten"):
         QuantizedBlock(keras.layers.Flatten(), name="b")
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_bias_is_rounded_on_the_accumulator_grid(granularity, rng):
+    block, shape = built_block("depthwise2d", rng, granularity)
+    x = rng.normal(size=(3, *shape)).astype("float32")
+    unrounded = block(x, training=False).numpy()
+    input_step = 0.05
+    block.input_step.assign(input_step)
+    rounded = block(x, training=False).numpy()
+    # Same kernel, so the difference is the bias's rounding, per channel.
+    linear, bn = block.linear, block.batchnorm
+    rule = folding_rules.rule_for(linear)
+    scale, shift = sim.bn_scale_shift(bn)
+    params = {k: v for k, v in rule.read(linear).items() if v is not None}
+    params.setdefault("bias", None)
+    folded = rule.fold_after(linear, params, scale, shift)
+    step = input_step * sim.weight_step(folded["kernel"], (0, 1), granularity)
+    expected = sim.round_to(folded["bias"], step) - folded["bias"]
+    difference = (rounded - unrounded).reshape(-1, expected.size)
+    np.testing.assert_allclose(
+        difference,
+        np.broadcast_to(expected, difference.shape),
+        atol=QAT_BIAS_DIFFERENCE_ATOL,
+    )
