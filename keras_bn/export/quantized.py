@@ -39,7 +39,7 @@ from keras_bn.export.op_counts import op_histogram
 from keras_bn.export.parity import compare, keras_outputs
 from keras_bn.export.report import ParityError, ParityReport
 from keras_bn.quantization import is_quantized_model, sync_input_steps
-from keras_bn.quantization.gate import allowed_steps, output_step, step_report
+from keras_bn.quantization.gate import output_step, step_report
 from keras_bn.staging import staged_file
 
 __all__ = [
@@ -100,9 +100,7 @@ def publish_quantized(
         file_format = runtimes.detect_format(tmp)
         outputs = runtimes.run_file(tmp, x)
         parity = compare(path, file_format, x.shape, reference, outputs)
-        steps = step_report(
-            reference, outputs, output_step(model), allowed_steps(model)
-        )
+        steps = step_report(reference, outputs, output_step(model))
         parity = dataclasses.replace(parity, steps=steps.to_dict())
         if not parity.passed:
             raise ParityError(parity, path)
