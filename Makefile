@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
@@ -21,8 +21,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check keras_bn tests export
 	$(BIN)/ruff format --check keras_bn tests export
 
+# The suite on TensorFlow, then tests/jax/ on Keras' JAX backend (one backend
+# per process: Keras picks it at import; tests/conftest.py selects the folders).
 test: lint
 	$(BIN)/python -m pytest
+	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/jax
 
 bench: $(STAMP)
 	$(BIN)/keras-bn bench layer

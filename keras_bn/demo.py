@@ -48,6 +48,7 @@ from keras_bn.export import (
     without_batchnorm,
 )
 from keras_bn.folding import FoldReport, fold_batchnorm
+from keras_bn.models import digits_cnn
 from keras_bn.staging import created_directories, save_model
 from keras_bn.timing import median_ms
 
@@ -150,38 +151,8 @@ class DemoResult:
     population: PopulationComparison
 
 
-def build_model(
-    input_shape: Sequence[int], num_classes: int, name: str = "digits_cnn"
-) -> keras.Model:
-    """A small CNN with three `keras_bn.BatchNormalization` layers.
-
-    The convolutions have no bias (the BN's β replaces it); the hidden Dense
-    layer keeps Keras' default bias, as most models do: with the analytic
-    gradient it receives exactly zero gradient and stays put
-    (notebooks/2_bias_before_bn.ipynb), and folding absorbs it. The moving
-    statistics use `momentum=0.9`: an epoch of the digits is 45 steps, after
-    which Keras' default 0.99 would still carry 0.99**45 ≈ 64% of the initial
-    values (notebooks/4_train_vs_inference.ipynb).
-    """
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input(tuple(input_shape)),
-            layers.Conv2D(16, 3, padding="same", use_bias=False),
-            keras_bn.BatchNormalization(momentum=0.9),
-            layers.ReLU(),
-            layers.Conv2D(32, 3, padding="same", use_bias=False),
-            keras_bn.BatchNormalization(momentum=0.9),
-            layers.ReLU(),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(64),
-            keras_bn.BatchNormalization(momentum=0.9),
-            layers.ReLU(),
-            layers.Dense(num_classes, activation="softmax"),
-        ],
-        name=name,
-    )
+#: The demo's network, `keras_bn.models.digits_cnn` (its earlier name here).
+build_model = digits_cnn
 
 
 def keras_latency_ms(model: keras.Model, sample: np.ndarray) -> float:
@@ -233,7 +204,7 @@ def train(run: DemoRun) -> None:
     """Trains the CNN under XLA and saves `<name>.keras`."""
     data = run.dataset
     keras.utils.set_random_seed(SEED)
-    model = build_model(data.x_train.shape[1:], data.num_classes, name=run.name)
+    model = digits_cnn(data.x_train.shape[1:], data.num_classes, name=run.name)
     model.compile(
         keras.optimizers.Adam(3e-3),
         "sparse_categorical_crossentropy",

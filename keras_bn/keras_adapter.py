@@ -2,17 +2,22 @@
 
 Keras 3 has no public way to list every layer of a model recursively (nested
 models, sublayers of subclassed layers, a layer shared between call sites
-counted once) or to read a Functional graph's nodes. Everything of that kind
-goes through this module so that a change in Keras breaks one file, not five.
+counted once), to read a Functional graph's nodes, or to read the batch
+moments a BatchNormalization layer computes inside `call`. Everything of that
+kind goes through this module so that a change in Keras breaks one file, not
+five.
 
 Checked against Keras 3.15 (TensorFlow 2.21).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
+import tensorflow as tf
 
 #: The Keras release whose private structure this module was checked against.
 #: After a Keras upgrade, run tests/test_keras_adapter.py and update it.
@@ -197,3 +202,107 @@ def is_graph_model(layer: keras.layers.Layer) -> bool:
     them); a subclassed model or layer is opaque to it.
     """
     return isinstance(layer, keras.Model) and not is_subclassed_model(layer)
+
+
+# -- BatchNormalization's batch moments ---------------------------------------
+#
+# Keras has no public way to read the mean and variance a BatchNormalization
+# layer computes in training mode. `population_statistics` relies on three
+# behaviours of `keras.layers.BatchNormalization` (Keras 3.15,
+# `keras.src.layers.normalization.batch_normalization`), pinned by
+# tests/test_keras_adapter.py:
+#
+# 1. `call(training=True)` with `trainable=True` updates the moving statistics
+#    as `moving = moving·momentum + batch·(1 − momentum)`, so `momentum=0` on a
+#    zeroed moving mean and variance leaves exactly the batch mean and
+#    (biased) batch variance in them. `trainable=False` would make it run in
+#    inference mode instead.
+# 2. Masked calls compute those moments over the unmasked values only.
+# 3. `Layer.__call__` runs `self.call`, so a `call` set on the instance
+#    replaces the class's for that layer alone; deleting it restores it.
+
+#: The attributes under which a training-mode call writes the plain batch
+#: moments into the moving statistics (`renorm` off: Batch Renormalization's
+#: r/d corrections are not part of the plain batch moments).
+BATCH_MOMENTS_SETTINGS = {"momentum": 0.0, "trainable": True, "renorm": False}
+
+
+@contextlib.contextmanager
+def batch_moments_mode(
+    layer: keras.layers.Layer, settings: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Sets `layer` up so that a training-mode call writes its batch moments.
+
+    Sets `BATCH_MOMENTS_SETTINGS` (and `settings`, a layer's own extras) as
+    attributes of `layer`; on exit, whatever happened, restores every
+    attribute and every variable's value and `trainable` flag.
+
+    Args:
+        layer: A built BatchNormalization layer.
+        settings: Further attributes to set for the duration.
+
+    Example:
+
+    >>> with batch_moments_mode(layer):  # doctest: +SKIP
+    ...     outputs, mean, variance = call_for_batch_moments(layer, x)
+    """
+    settings = {**BATCH_MOMENTS_SETTINGS, **(settings or {})}
+    attributes = {name: getattr(layer, name) for name in settings}
+    variables = [(v, v.numpy(), v.trainable) for v in layer.variables]
+    try:
+        for name, value in settings.items():
+            setattr(layer, name, value)
+        yield
+    finally:
+        for name, value in attributes.items():
+            setattr(layer, name, value)
+        for variable, value, trainable in variables:
+            variable.assign(value)
+            variable.trainable = trainable
+
+
+@contextlib.contextmanager
+def call_replaced(layer: keras.layers.Layer, call: Callable) -> Iterator[None]:
+    """Makes `layer(...)` run `call` instead of the class's `call`, until exit.
+
+    Keras' `Layer.__call__` (its input checks, masks, name scopes) still runs
+    around `call`; only `layer` is affected, not other instances.
+
+    Args:
+        layer: Any Keras layer.
+        call: Takes the arguments of the layer's `call`.
+    """
+    object.__setattr__(layer, "call", call)
+    try:
+        yield
+    finally:
+        if "call" in vars(layer):
+            object.__delattr__(layer, "call")
+
+
+def call_for_batch_moments(
+    layer: keras.layers.Layer, inputs, mask=None
+) -> tuple[Any, tf.Tensor, tf.Tensor]:
+    """Runs the class's `call` in training mode and returns its batch moments.
+
+    Only inside `batch_moments_mode`: the moving statistics are zeroed, the
+    call writes the batch moments into them, and they are read back.
+
+    Args:
+        layer: A BatchNormalization layer in `batch_moments_mode`.
+        inputs: The layer's input.
+        mask: Its mask, or None.
+
+    Returns:
+        `(outputs, mean, variance)`: the layer's training-mode outputs and the
+        moments it wrote (per channel; whatever the layer puts into its moving
+        variance, e.g. keras_bn's unbiased variance).
+    """
+    # A zero start makes `0·momentum-term + batch` exact, and keeps a NaN from
+    # an earlier (skipped) batch out of this one.
+    layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+    layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
+    outputs = type(layer).call(layer, inputs, training=True, mask=mask)
+    mean = tf.identity(layer.moving_mean.value)
+    variance = tf.identity(layer.moving_variance.value)
+    return outputs, mean, variance

@@ -7,30 +7,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import initializers
 
-from keras_bn import ops
+from keras_bn import backends, ops
+
+Ops = keras.ops
 
 __all__ = ["BatchNormalization"]
-
-
-def _normalize_axis(axis: int | Sequence[int]) -> int | list[int]:
-    if isinstance(axis, bool):
-        raise TypeError(
-            f"`axis` must be an int or a list of ints. Received: axis={axis!r}"
-        )
-    if isinstance(axis, int):
-        return axis
-    if (
-        isinstance(axis, (list, tuple))
-        and axis
-        and all(isinstance(a, int) and not isinstance(a, bool) for a in axis)
-    ):
-        return list(axis)
-    raise TypeError(
-        f"`axis` must be an int or a non-empty list of ints. Received: axis={axis!r}"
-    )
 
 
 class _Layout(NamedTuple):
@@ -59,13 +42,11 @@ class _Layout(NamedTuple):
         param_shape = [math.prod(broadcast_shape[a] for a in run) for run in runs]
         return cls(runs, axes, param_shape)
 
-    def collapse(self, t: tf.Tensor) -> tf.Tensor:
-        if len(self.runs) == t.shape.rank:
+    def collapse(self, t):
+        if len(self.runs) == t.ndim:
             return t
-        shape = tf.shape(t)
-        return tf.reshape(
-            t, [tf.reduce_prod(tf.gather(shape, run)) for run in self.runs]
-        )
+        shape = Ops.shape(t)
+        return Ops.reshape(t, [math.prod(shape[a] for a in run) for run in self.runs])
 
 
 def _clone_initializer(initializer):
@@ -116,9 +97,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and `d` are constants in the backward pass, as the paper says.
         renorm_clipping: dict with optional keys `"rmax"`, `"rmin"`, `"dmax"`.
         renorm_momentum: momentum of the renorm moving averages.
-        synchronized: compute the batch statistics over all replicas of a
-            `tf.distribute` strategy (exact parallel moments), and all-reduce
-            the two per-channel sums of the backward pass.
+        synchronized: on TensorFlow, compute the batch statistics over all
+            replicas of a `tf.distribute` strategy (exact parallel moments),
+            and all-reduce the two per-channel sums of the backward pass. On
+            JAX it is accepted and changes nothing: under
+            `keras.distribution` (`DataParallel`) the statistics span the
+            whole global batch either way (see docs/jax.md; for per-device
+            statistics use `virtual_batch_size` = the per-device batch).
         virtual_batch_size: if set, an int `k`; each group of `k`
             consecutive examples is normalized with its own statistics (ghost
             batch normalization, Hoffer et al. 2017). If the batch size is
@@ -187,9 +172,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
         use_moving_statistics: bool = False,
         **kwargs,
     ):
-        axis = _normalize_axis(axis)
-        # Keras validates the shared arguments (renorm clipping, synchronized
-        # on this backend) with its own messages; it only accepts an int axis.
+        backend = backends.check_supported()
+        axis = ops.validate_axis(axis)
+        # Keras validates the shared arguments (renorm clipping) with its own
+        # messages; it only accepts an int axis, and `synchronized=True` only
+        # on TensorFlow (on JAX it is what happens anyway, see
+        # `_synchronized_here`).
         super().__init__(
             axis=axis if isinstance(axis, int) else -1,
             momentum=momentum,
@@ -207,10 +195,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
             renorm=renorm,
             renorm_clipping=renorm_clipping,
             renorm_momentum=renorm_momentum,
-            synchronized=synchronized,
+            synchronized=synchronized and backend == "tensorflow",
             **kwargs,
         )
         self.axis = axis
+        self.synchronized = bool(synchronized)
         self._check_arguments(
             momentum, epsilon, renorm, renorm_momentum, synchronized, virtual_batch_size
         )
@@ -264,20 +253,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     # -- shapes ---------------------------------------------------------------
 
     def _channel_axes(self, input_shape) -> list[int]:
-        rank = len(input_shape)
-        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
-        for a in axes:
-            if not -rank <= a < rank:
-                raise ValueError(
-                    f"Layer '{self.name}': axis {a} is out of bounds for input shape "
-                    f"{tuple(input_shape)}. Received: axis={self.axis}"
-                )
-        axes = sorted(a % rank for a in axes)
-        if len(set(axes)) != len(axes):
-            raise ValueError(
-                f"Layer '{self.name}': duplicate axes in `axis`. Received: axis={self.axis}"
-            )
-        if len(axes) == rank:
+        axes = ops.channel_axes(self.axis, input_shape, f"Layer '{self.name}': ")
+        if len(axes) == len(input_shape):
             raise ValueError(
                 f"Layer '{self.name}': `axis` covers every dimension of input shape "
                 f"{tuple(input_shape)}, leaving nothing to normalize over. Received: axis={self.axis}"
@@ -305,7 +282,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
             ndim=len(input_shape), axes={a: input_shape[a] for a in axes}
         )
         self._channel_axes_ = axes
-        self._reduction_axes = [a for a in range(len(input_shape)) if a not in axes]
         self._broadcast_shape = [
             input_shape[a] if a in axes else 1 for a in range(len(input_shape))
         ]
@@ -386,10 +362,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     # -- forward --------------------------------------------------------------
 
-    def _to_broadcast(self, variable, dtype) -> tf.Tensor:
-        return tf.reshape(tf.cast(variable, dtype), self._broadcast_shape)
+    def _to_broadcast(self, variable, dtype):
+        return Ops.reshape(Ops.cast(variable, dtype), self._broadcast_shape)
 
-    def _mask_weights(self, inputs: tf.Tensor, mask) -> tf.Tensor:
+    def _mask_weights(self, inputs, mask):
         """The mask as per-element weights, as Keras 3.15 reads it.
 
         Keras gives the mask a trailing axis and broadcasts it to the input,
@@ -400,32 +376,30 @@ class BatchNormalization(keras.layers.BatchNormalization):
         """
         mask = self._check_mask(inputs, mask)
         # Keras tests the mask for truth, so 0.5 counts as 1, not as a weight.
-        weights = tf.cast(tf.cast(mask, tf.bool), ops.statistics_dtype(inputs.dtype))
-        weights = tf.expand_dims(weights, -1)
-        if any(mask.shape.concatenate(1)[a] != 1 for a in self._channel_axes_):
-            return tf.broadcast_to(weights, tf.shape(inputs))
+        weights = Ops.cast(Ops.cast(mask, "bool"), ops.statistics_dtype(inputs.dtype))
+        weights = Ops.expand_dims(weights, -1)
+        expanded = (*mask.shape, 1)
+        if any(expanded[a] != 1 for a in self._channel_axes_):
+            return Ops.broadcast_to(weights, Ops.shape(inputs))
         # Reduction axes are broadcast so the collapsed view can merge them.
-        return tf.broadcast_to(weights, self._reduction_shape(inputs))
+        return Ops.broadcast_to(weights, self._reduction_shape(inputs))
 
-    def _reduction_shape(self, inputs: tf.Tensor) -> tf.Tensor:
-        """The input's dynamic shape with every channel dimension set to 1."""
-        return tf.tensor_scatter_nd_update(
-            tf.shape(inputs),
-            [[a] for a in self._channel_axes_],
-            tf.ones([len(self._channel_axes_)], tf.int32),
-        )
+    def _reduction_shape(self, inputs) -> list:
+        """The input's (dynamic) shape with every channel dimension set to 1."""
+        shape = Ops.shape(inputs)
+        return [1 if a in self._channel_axes_ else n for a, n in enumerate(shape)]
 
-    def _check_mask(self, inputs: tf.Tensor, mask) -> tf.Tensor:
+    def _check_mask(self, inputs, mask):
         """Raises a `ValueError` for a mask Keras' broadcasting rule rejects."""
-        mask = tf.convert_to_tensor(mask)
-        if mask.shape.rank != inputs.shape.rank - 1:
+        mask = Ops.convert_to_tensor(mask)
+        if mask.ndim != inputs.ndim - 1:
             raise ValueError(
                 f"Layer '{self.name}': the mask must have one dimension less than the "
                 f"inputs (it gains a trailing axis and is broadcast to them, as in "
                 f"Keras). Received: mask.shape={tuple(mask.shape)}, "
                 f"inputs.shape={tuple(inputs.shape)}"
             )
-        expanded = tuple(mask.shape) + (1,)
+        expanded = (*mask.shape, 1)
         for m, n in zip(expanded, inputs.shape, strict=True):
             if m is not None and n is not None and m not in (1, n):
                 raise ValueError(
@@ -436,13 +410,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return mask
 
     def call(self, inputs, training=None, mask=None):
-        inputs = tf.convert_to_tensor(inputs)
-        if not inputs.dtype.is_floating:
+        inputs = Ops.convert_to_tensor(inputs)
+        if not keras.backend.is_float_dtype(inputs.dtype):
             # As Keras: integer and boolean inputs are normalized in float32
             # (result_type(dtype, "float32")), never in integer arithmetic.
-            inputs = tf.cast(inputs, tf.float32)
+            inputs = Ops.cast(inputs, "float32")
         dtype = ops.statistics_dtype(inputs.dtype)
-        ones = tf.ones(self._broadcast_shape, dtype)
+        ones = Ops.ones(self._broadcast_shape, dtype)
         if training and self.trainable and not self.use_moving_statistics:
             weights = None if mask is None else self._mask_weights(inputs, mask)
             outputs = self._train(inputs, weights, ones)
@@ -456,25 +430,24 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 self._to_broadcast(self.gamma, dtype) if self.scale else ones,
                 self._to_broadcast(self.beta, dtype)
                 if self.center
-                else tf.zeros_like(ones),
+                else Ops.zeros_like(ones),
                 epsilon=self.epsilon,
             )
-        return tf.cast(outputs, self.compute_dtype)
+        return Ops.cast(outputs, self.compute_dtype)
 
     def _train(self, inputs, weights, ones):
         dtype = ones.dtype
         grouped = self.virtual_batch_size is not None
         x, weights, layout = self._statistics_view(inputs, weights, grouped)
-        ones = tf.ones(layout.param_shape, dtype)
+        ones = Ops.ones(layout.param_shape, dtype)
 
         def param(variable):
-            return tf.reshape(tf.cast(variable, dtype), layout.param_shape)
+            return Ops.reshape(Ops.cast(variable, dtype), layout.param_shape)
 
         gamma = param(self.gamma) if self.scale else ones
-        beta = param(self.beta) if self.center else tf.zeros_like(ones)
-        stats = ops.moments(
-            x, layout.axes, weights=weights, synchronized=self.synchronized
-        )
+        beta = param(self.beta) if self.center else Ops.zeros_like(ones)
+        synchronized = self._synchronized_here
+        stats = ops.moments(x, layout.axes, weights=weights, synchronized=synchronized)
         r = d = None
         if self.renorm:
             clipping = self.renorm_clipping or {}
@@ -497,14 +470,25 @@ class BatchNormalization(keras.layers.BatchNormalization):
             weights=weights,
             r=r,
             d=d,
-            synchronized=self.synchronized,
+            synchronized=synchronized,
         )
         self._update_moving_statistics(stats, grouped)
+        shape = Ops.shape(inputs)
         if grouped:
             # Drops the rows a partial ghost batch was padded with.
-            outputs = tf.reshape(outputs, tf.concat([[-1], tf.shape(inputs)[1:]], 0))
-            return outputs[: tf.shape(inputs)[0]]
-        return tf.reshape(outputs, tf.shape(inputs))
+            outputs = Ops.reshape(outputs, [-1, *shape[1:]])
+            return outputs[: shape[0]]
+        return Ops.reshape(outputs, shape)
+
+    @property
+    def _synchronized_here(self) -> bool:
+        """Whether the statistics need explicit all-reduces on this backend.
+
+        Only `tf.distribute` runs one program per replica. Under JAX's
+        `keras.distribution` the program is global and XLA partitions it, so
+        the batch statistics span every device already (`synchronized` or not).
+        """
+        return self.synchronized and keras.backend.backend() == "tensorflow"
 
     def _statistics_view(self, inputs, weights, grouped: bool):
         """`inputs` and `weights` as the statistics see them, with their layout.
@@ -519,12 +503,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
         # the math is unchanged and XLA's CPU reductions over the leading axis
         # run ~1.7x faster. With a channel axis before reduced trailing axes
         # (N, C, H, W) merging H·W makes them ~1.6x slower, so it stays 4-D.
-        channels_last = inputs.shape.rank - 1 in self._channel_axes_
+        channels_last = inputs.ndim - 1 in self._channel_axes_
         layout = _Layout.of(
             ["group"] * grouped
             + [
                 "channel" if a in self._channel_axes_ else "reduce"
-                for a in range(inputs.shape.rank)
+                for a in range(inputs.ndim)
             ],
             ([1] * grouped) + self._broadcast_shape,
             merge=channels_last,
@@ -544,26 +528,23 @@ class BatchNormalization(keras.layers.BatchNormalization):
         k = self.virtual_batch_size
         batch = inputs.shape[0]
         if batch is None or batch % k:
-            size = tf.shape(inputs)[0]
-            pad = (-size) % k
+            pad = (-Ops.shape(inputs)[0]) % k
             if weights is None:
-                weights = tf.ones(
+                weights = Ops.ones(
                     self._reduction_shape(inputs), ops.statistics_dtype(inputs.dtype)
                 )
-            paddings = [[0, pad]] + [[0, 0]] * (inputs.shape.rank - 1)
-            inputs = tf.pad(inputs, paddings)
-            weights = tf.pad(weights, paddings)
-        x = tf.reshape(inputs, tf.concat([[-1, k], tf.shape(inputs)[1:]], 0))
+            paddings = [[0, pad]] + [[0, 0]] * (inputs.ndim - 1)
+            inputs = Ops.pad(inputs, paddings)
+            weights = Ops.pad(weights, paddings)
+        x = Ops.reshape(inputs, [-1, k, *Ops.shape(inputs)[1:]])
         if weights is not None:
-            weights = tf.reshape(
-                weights, tf.concat([[-1, k], tf.shape(weights)[1:]], 0)
-            )
+            weights = Ops.reshape(weights, [-1, k, *Ops.shape(weights)[1:]])
         return x, weights
 
     def _update_moving_statistics(self, stats: ops.BatchStats, grouped: bool):
         mean, variance = stats.mean, stats.variance
         if self.unbiased_moving_variance:
-            variance = variance * stats.count / tf.maximum(stats.count - 1, 1)
+            variance = ops.bessel_correction(variance, stats.count)
         count = stats.count
         if grouped:
             # Each ghost batch is normalized by its own statistics; inference
@@ -571,27 +552,25 @@ class BatchNormalization(keras.layers.BatchNormalization):
             # are weighted by their (masked) size, so every example counts
             # once and a partial last group counts for what it holds.
             group_count = count
-            count = tf.reduce_sum(group_count, 0)
-            mean = tf.math.divide_no_nan(tf.reduce_sum(group_count * mean, 0), count)
-            variance = tf.math.divide_no_nan(
-                tf.reduce_sum(group_count * variance, 0), count
-            )
+            count = Ops.sum(group_count, 0)
+            mean = Ops.divide_no_nan(Ops.sum(group_count * mean, 0), count)
+            variance = Ops.divide_no_nan(Ops.sum(group_count * variance, 0), count)
         shape = self.moving_mean.shape
-        mean = tf.reshape(mean, shape)
-        variance = tf.reshape(variance, shape)
-        stddev = tf.sqrt(variance + self.epsilon)
+        mean = Ops.reshape(mean, shape)
+        variance = Ops.reshape(variance, shape)
+        stddev = Ops.sqrt(variance + self.epsilon)
         # A batch with NaN/Inf says nothing about the population (loss
         # scaling will skip the step): keep every statistic as it was. A
         # channel the mask hides entirely (axis=1 behind Masking) keeps its own.
-        valid = tf.reduce_all(tf.math.is_finite(mean)) & tf.reduce_all(
-            tf.math.is_finite(variance)
+        valid = Ops.logical_and(
+            Ops.all(Ops.isfinite(mean)), Ops.all(Ops.isfinite(variance))
         )
-        valid &= tf.reshape(count, shape) > 0
+        valid = Ops.logical_and(valid, Ops.reshape(count, shape) > 0)
 
         def ema(variable, value, momentum):
-            old = tf.cast(variable, value.dtype)
+            old = Ops.cast(variable, value.dtype)
             new = old * momentum + value * (1.0 - momentum)
-            variable.assign(tf.cast(tf.where(valid, new, old), variable.dtype))
+            variable.assign(Ops.cast(Ops.where(valid, new, old), variable.dtype))
             return new
 
         if not self.renorm:
@@ -603,11 +582,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         ema(self.moving_mean, mean, self.momentum)
         new_stddev = ema(self.moving_stddev, stddev, self.momentum)
         # As Keras: the variance follows the tracked stddev, floored at zero.
-        new_variance = tf.nn.relu(new_stddev * new_stddev - self.epsilon)
-        old_variance = tf.cast(self.moving_variance, new_variance.dtype)
+        new_variance = Ops.relu(new_stddev * new_stddev - self.epsilon)
+        old_variance = Ops.cast(self.moving_variance, new_variance.dtype)
         self.moving_variance.assign(
-            tf.cast(
-                tf.where(valid, new_variance, old_variance), self.moving_variance.dtype
+            Ops.cast(
+                Ops.where(valid, new_variance, old_variance), self.moving_variance.dtype
             )
         )
 

@@ -1,12 +1,12 @@
 """Seeded, trained-looking BatchNormalization statistics for untrained models.
 
 An untrained network keeps the default statistics (moving mean 0, moving
-variance 1, γ 1, β 0). Folding those is trivially right, a converter may drop
-such a BN as an identity, and MobileNetV2's activations even vanish to ~1e-11,
-so parity would read an uninformative 0. Tests, benchmarks and the
-`weights=None` recipes therefore give every BN the kind of statistics training
-leaves: γ and the variance uniform in [0.5, 2], β and the mean normal with
-standard deviation `spread`. This is the one home of that rule.
+variance 1, γ 1, β 0), which fold trivially and which a converter may drop as
+an identity. Tests, benchmarks and the recipes give every BN the kind of
+statistics training leaves instead: γ and the variance uniform in [0.5, 2], β
+and the mean normal with standard deviation `spread` (docs/population.md says
+why the default spread is 0.1). This is the one home of that rule;
+`keras_bn.models.stand_in_application` applies it to keras.applications.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import numpy as np
 
 from keras_bn.keras_adapter import batchnorm_layers
 
-# Deep networks need a small spread: with 1.0, EfficientNetB0's activations
-# grow to ~6e3 through its 49 BNs and swish gates and stop being
-# scale-preserving, outside the export error model's assumptions.
+# Deep networks need a small spread to stay scale-preserving (docs/population.md).
 DEFAULT_SPREAD = 0.1
 
 

@@ -13,7 +13,10 @@ import pytest
 import keras_bn
 from keras_bn import keras_adapter
 from keras_bn.keras_adapter import (
+    batch_moments_mode,
     batchnorm_layers,
+    call_for_batch_moments,
+    call_replaced,
     functional_graph,
     input_like,
     input_structure,
@@ -23,6 +26,7 @@ from keras_bn.keras_adapter import (
     layer_calls,
     output_structure,
 )
+from tests.tolerances import POPULATION_RTOL
 
 L = keras.layers
 
@@ -146,3 +150,45 @@ def test_iter_layers_walks_nested_models_and_sublayers_once():
 )
 def test_is_batchnorm(layer, expected):
     assert is_batchnorm(layer) is expected
+
+
+def test_momentum_zero_call_writes_the_batch_moments_and_is_undone(rng):
+    # What population_statistics relies on: a training-mode call under
+    # batch_moments_mode leaves exactly the batch mean and the biased batch
+    # variance (over the unmasked values) in Keras' moving statistics.
+    layer = L.BatchNormalization(momentum=0.99)
+    x = rng.normal(2.0, 3.0, (6, 5, 4)).astype("float32")
+    layer.build(x.shape)
+    layer.set_weights([rng.uniform(0.5, 2.0, 4) for _ in range(4)])
+    before = [w.copy() for w in layer.get_weights()]
+    mask = rng.uniform(size=(6, 5)) < 0.6
+    with batch_moments_mode(layer):
+        outputs, mean, variance = call_for_batch_moments(layer, x)
+        _, masked_mean, masked_variance = call_for_batch_moments(layer, x, mask)
+        assert layer.momentum == 0.0 and layer.trainable
+    values = x.astype(np.float64).reshape(-1, 4)
+    np.testing.assert_allclose(mean, values.mean(0), rtol=POPULATION_RTOL)
+    np.testing.assert_allclose(variance, values.var(0), rtol=POPULATION_RTOL)
+    kept = x.astype(np.float64)[mask]
+    np.testing.assert_allclose(masked_mean, kept.mean(0), rtol=POPULATION_RTOL)
+    np.testing.assert_allclose(masked_variance, kept.var(0), rtol=POPULATION_RTOL)
+    gamma, beta = before[0], before[1]
+    x_hat = (x - values.mean(0)) / np.sqrt(values.var(0) + layer.epsilon)
+    # Outputs are O(1) (x̂ scaled by γ ≤ 2): the same float32 bound as absolute.
+    np.testing.assert_allclose(
+        outputs, gamma * x_hat + beta, rtol=POPULATION_RTOL, atol=POPULATION_RTOL
+    )
+    assert layer.momentum == 0.99
+    for restored, saved in zip(layer.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(restored, saved)
+
+
+def test_an_instance_call_replaces_the_class_call_until_exit(rng):
+    layer, other = L.Dense(2), L.Dense(2)
+    x = rng.normal(size=(3, 4)).astype("float32")
+    layer(x), other(x)
+    with call_replaced(layer, lambda inputs: inputs[:, :1] * 0.0 + 7.0):
+        np.testing.assert_array_equal(layer(x), np.full((3, 1), 7.0))
+        assert other(x).shape == (3, 2)
+    assert "call" not in vars(layer)
+    assert layer(x).shape == (3, 2)

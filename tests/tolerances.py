@@ -112,3 +112,11 @@ QAT_BLOCK_FLOAT32_RTOL = 1e-5
 # order 10: a few float32 ulps of those outputs (2^-20 ≈ 1e-6 each), far
 # below the rounding steps compared (≥ 1e-3 here).
 QAT_BIAS_DIFFERENCE_ATOL = 1e-4
+
+# --- JAX (tests/jax/) ---------------------------------------------------------
+# The closed-form gradient against JAX autodiff through a plain two-pass BN,
+# both in float64: two exact formulas evaluated in different orders, ~1e-16
+# per operation over sums of a few dozen terms (the TF test of the same kind
+# in tests/layer/test_ops.py uses the same bounds).
+GRADIENT_AUTODIFF_FLOAT64_RTOL = 1e-10
+GRADIENT_AUTODIFF_FLOAT64_ATOL = 1e-12

@@ -27,6 +27,7 @@ import numpy as np
 from keras_bn.argument_types import positive_int
 from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
+from keras_bn.models import stand_in_application
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from keras_bn.timing import interleaved_median_ms
 
@@ -71,13 +72,12 @@ def build_model(name: str, size: int, seed: int = 0) -> keras.Model:
     """A benchmark model with seeded weights and stand-in BN statistics."""
     keras.utils.set_random_seed(seed)
     if name in APPLICATIONS:
-        model = getattr(keras.applications, APPLICATIONS[name])(
-            weights=None, input_shape=(size, size, 3), classifier_activation=None
+        return stand_in_application(
+            APPLICATIONS[name], (size, size, 3), seed=seed, classifier_activation=None
         )
-    elif name == "small_cnn":
-        model = small_cnn(size)
-    else:
+    if name != "small_cnn":
         raise ValueError(f"Unknown model. Expected one of {MODELS}. Received: {name!r}")
+    model = small_cnn(size)
     # Default statistics would let a converter drop the BN as an identity.
     set_stand_in_statistics(model, seed=seed)
     return model

@@ -29,14 +29,11 @@ from keras_bn.argument_types import positive_int
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
-from keras_bn.stand_in_statistics import set_stand_in_statistics
+from keras_bn.models import stand_in_application
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["fold"]
-MODELS = {
-    "MobileNetV2": keras.applications.MobileNetV2,
-    "ResNet50": keras.applications.ResNet50,
-}
+MODELS = ("MobileNetV2", "ResNet50")
 MODES = {"graph": False, "xla": True}
 VERSIONS = ("unfolded", "folded", "bn-free")
 COLUMNS = [
@@ -55,9 +52,7 @@ COLUMNS = [
 
 def build(name: str, size: int, seed: int = 0) -> keras.Model:
     """The network with `weights=None` and seeded stand-in BN statistics."""
-    model = MODELS[name](weights=None, input_shape=(size, size, 3))
-    set_stand_in_statistics(model, seed=seed)
-    return model
+    return stand_in_application(name, (size, size, 3), seed=seed)
 
 
 def fold_seconds(size: int) -> dict:

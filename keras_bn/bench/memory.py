@@ -51,12 +51,9 @@ PEAK_RSS_WRAPPER = (
 
 def save_model(size: int, directory: Path, seed: int = 0) -> Path:
     """MobileNetV2 at `size`×`size` with stand-in statistics, saved as `.keras`."""
-    import keras
+    from keras_bn.models import stand_in_application
 
-    from keras_bn.stand_in_statistics import set_stand_in_statistics
-
-    model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3))
-    set_stand_in_statistics(model, seed=seed)
+    model = stand_in_application("MobileNetV2", (size, size, 3), seed=seed)
     path = directory / f"mobilenetv2_{size}.keras"
     model.save(path)
     return path

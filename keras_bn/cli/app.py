@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -136,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
+    # Export needs TensorFlow: whatever KERAS_BACKEND says, the commands run on
+    # it, unless a benchmark asks for another backend (docs/jax.md).
+    os.environ["KERAS_BACKEND"] = getattr(args, "backend", None) or "tensorflow"
     verbose = getattr(args, "verbose", False) or bool({"-v", "--verbose"} & set(argv))
     with quiet_run(verbose):
         try:

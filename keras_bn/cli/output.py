@@ -7,6 +7,17 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_bn.text_table import cell_text, format_table
+
+__all__ = [
+    "cell_text",
+    "format_row_tables",
+    "format_table",
+    "jsonable",
+    "print_json",
+    "size_text",
+]
+
 
 def jsonable(value):
     """`value` with reports, dataclasses, NumPy scalars and paths made JSON-ready.
@@ -41,27 +52,6 @@ def print_json(payload: dict) -> None:
 def size_text(n: int) -> str:
     """Bytes as KiB with one decimal."""
     return f"{n / 1024:.1f} KiB"
-
-
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A plain-text table, aligned, with `columns` as the header."""
-    cells = [[cell_text(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
-    ]
-    return "\n".join(lines)
-
-
-def cell_text(value: object) -> str:
-    """A table cell: floats to 3 significant digits, `None` empty."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
 
 
 def format_row_tables(rows: Sequence[dict], columns: Sequence[str]) -> str:

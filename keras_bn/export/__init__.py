@@ -10,6 +10,8 @@ BN an exported graph kept.
 Everything other modules of keras_bn use from this package is listed here.
 """
 
+# Export converts TensorFlow graphs: on another backend, a clear ImportError.
+import keras_bn.backends.tensorflow_required  # noqa: F401
 from keras_bn.export.files import EXPORT_FORMATS, export_files, export_path
 from keras_bn.export.onnx_export import to_onnx
 from keras_bn.export.op_counts import (

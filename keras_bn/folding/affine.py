@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from keras_bn import ops as channel_ops
+
 __all__ = ["ChannelAffine"]
 
 
@@ -38,33 +40,16 @@ class ChannelAffine(keras.layers.Layer):
 
     def __init__(self, axis: int | Sequence[int] = -1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not (
-            isinstance(axis, int)
-            or (
-                isinstance(axis, (list, tuple))
-                and axis
-                and all(isinstance(a, int) and not isinstance(a, bool) for a in axis)
-            )
-        ):
-            raise TypeError(
-                f"Layer '{self.name}': `axis` must be an int or a non-empty list of "
-                f"ints. Received: axis={axis!r}"
-            )
-        self.axis = axis if isinstance(axis, int) else list(axis)
+        self.axis = channel_ops.validate_axis(axis, f"Layer '{self.name}': ")
         self.supports_masking = True
 
-    def _axes(self, rank: int) -> list[int]:
-        axes = [self.axis] if isinstance(self.axis, int) else self.axis
-        for a in axes:
-            if not -rank <= a < rank:
-                raise ValueError(
-                    f"Layer '{self.name}': axis {a} is out of bounds for an input "
-                    f"of rank {rank}. Received: axis={self.axis}"
-                )
-        return sorted(a % rank for a in axes)
+    def _axes(self, input_shape) -> list[int]:
+        return channel_ops.channel_axes(
+            self.axis, input_shape, f"Layer '{self.name}': "
+        )
 
     def build(self, input_shape):
-        axes = self._axes(len(input_shape))
+        axes = self._axes(input_shape)
         shape = tuple(input_shape[a] for a in axes)
         if any(d is None for d in shape):
             raise ValueError(

@@ -43,6 +43,7 @@ from keras_bn.keras_adapter import (
     layer_calls,
 )
 from keras_bn.keras_objects import check_model
+from keras_bn.ops import channel_axes
 
 __all__ = [
     "GraphView",
@@ -296,8 +297,7 @@ def _linear_reason(view: GraphView, call: LayerCall, rule: LinearRule | None):
 
 def _match_axis(bn_call: LayerCall, match: Match, rank: int) -> Match | str:
     bn = bn_call.layer
-    axes = [bn.axis] if isinstance(bn.axis, int) else list(bn.axis)
-    axes = sorted(int(a) % rank for a in axes)
+    axes = channel_axes(bn.axis, [None] * rank)
     if len(axes) != 1:
         return f"the BN normalizes over several axes {axes}"
     layer = match.call.layer

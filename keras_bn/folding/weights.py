@@ -195,31 +195,6 @@ def fold_bn_after_depthwise_conv(
     return kernel64.astype(dtype), bias64.astype(dtype)
 
 
-def fold_bn_before_dense(
-    scale: np.ndarray,
-    shift: np.ndarray,
-    kernel: np.ndarray,
-    bias: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Folds `Dense(BN(x))` (BN over Dense's input features) into the Dense.
-
-    Args:
-        scale: BN scale, `(in,)`.
-        shift: BN shift, `(in,)`.
-        kernel: Dense kernel, `(in, out)`.
-        bias: Dense bias `(out,)`, or `None`.
-
-    Returns:
-        `(kernel, bias)` of the folded layer, in `kernel`'s dtype.
-    """
-    dtype = kernel.dtype
-    _check_shape("scale", scale, kernel.shape[:1])
-    _check_shape("shift", shift, kernel.shape[:1])
-    kernel64 = np.asarray(kernel, np.float64)
-    bias64 = _bias64(bias, kernel.shape[1]) + shift @ kernel64
-    return (kernel64 * scale[:, None]).astype(dtype), bias64.astype(dtype)
-
-
 def fold_bn_before_conv(
     scale: np.ndarray,
     shift: np.ndarray,
@@ -256,6 +231,11 @@ def fold_bn_before_conv(
         kernel64.sum(axis=window_axes) * shift_grid, axis=0
     )
     return (kernel64 * scale_grid).astype(dtype), bias64.astype(dtype)
+
+
+#: Folds `Dense(BN(x))` (BN over Dense's input features) into the Dense: a
+#: Dense kernel `(in, out)` is a convolution kernel with no window and one group.
+fold_bn_before_dense = fold_bn_before_conv
 
 
 def fold_bn_before_depthwise_conv(

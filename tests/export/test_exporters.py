@@ -23,6 +23,7 @@ from keras_bn.export import (
     to_tflite,
     without_batchnorm,
 )
+from keras_bn.models import stand_in_application
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from tests.helpers.export import (
     APPLICATION_SPREAD,
@@ -338,10 +339,12 @@ def test_onnx_tensors_captured_by_value_become_initializers(tmp_path):
 
 @pytest.fixture(scope="module")
 def unfolded_mobilenet(tmp_path_factory):
-    model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(96, 96, 3), classifier_activation=None
+    model = stand_in_application(
+        "MobileNetV2",
+        (96, 96, 3),
+        spread=APPLICATION_SPREAD,
+        classifier_activation=None,
     )
-    set_stand_in_statistics(model, seed=0, spread=APPLICATION_SPREAD)
     out = tmp_path_factory.mktemp("onnx_unfolded_mobilenet")
     return (
         to_onnx(model, out / "unfolded.onnx", fold=False),

@@ -1,8 +1,8 @@
 """keras.applications networks fold completely and still agree.
 
 ResNet50, MobileNetV2 and EfficientNetB0 with `weights=None` and seeded
-stand-in BN statistics (`keras_bn.stand_in_statistics`, with its default
-spread for deep networks), built at small input sizes to keep the suite
+stand-in BN statistics (`keras_bn.models.stand_in_application`, with the
+default spread for deep networks), built at small input sizes to keep the suite
 fast (the graph, and so every fold, is the same at 224x224). Every BN must be folded into a
 convolution — these networks have no BN that lacks a linear neighbour — and
 the folded network must match the original within FOLD_APPLICATIONS_RTOL.
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_bn.folding import fold_batchnorm
+from keras_bn.models import stand_in_application
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from tests.helpers.folding import (
     count_affine,
@@ -23,25 +24,20 @@ from tests.tolerances import FOLD_APPLICATIONS_RTOL
 
 pytestmark = pytest.mark.slow
 
-APPLICATIONS = {
-    "ResNet50": (keras.applications.ResNet50, 64),
-    "MobileNetV2": (keras.applications.MobileNetV2, 96),
-    "EfficientNetB0": (keras.applications.EfficientNetB0, 64),
-}
+APPLICATIONS = {"ResNet50": 64, "MobileNetV2": 96, "EfficientNetB0": 64}
 
 
 @pytest.fixture(scope="module", params=sorted(APPLICATIONS))
 def application(request):
-    build, size = APPLICATIONS[request.param]
+    size = APPLICATIONS[request.param]
     # Logits, not softmax: probabilities would hide differences.
-    model = build(
-        weights=None,
-        input_shape=(size, size, 3),
+    return stand_in_application(
+        request.param,
+        (size, size, 3),
+        seed=7,
         classes=10,
         classifier_activation=None,
     )
-    set_stand_in_statistics(model, seed=7)
-    return model
 
 
 def test_application_folds_completely_and_agrees(application):

@@ -49,11 +49,11 @@ def stand_in_model_file(directory: Path, seed: int) -> Path:
     """The demo's CNN with seeded weights and stand-in BN statistics, saved."""
     import keras
 
-    from keras_bn import demo
+    from keras_bn.models import digits_cnn
     from keras_bn.stand_in_statistics import set_stand_in_statistics
 
     keras.utils.set_random_seed(seed)
-    model = demo.build_model((8, 8, 1), 10)
+    model = digits_cnn((8, 8, 1), 10)
     set_stand_in_statistics(model, seed=seed)
     path = Path(directory) / "model.keras"
     model.save(path)

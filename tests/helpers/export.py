@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_bn.export import without_batchnorm
+from keras_bn.models import stand_in_application
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 
 L = keras.layers
@@ -82,10 +83,9 @@ APPLICATIONS = (("MobileNetV2", 96), ("ResNet50", 64), ("EfficientNetB0", 64))
 
 def export_application(export, name: str, size: int, out) -> dict:
     """Exports a keras.applications model (folded) and its BN-free twin with `export`."""
-    model = getattr(keras.applications, name)(
-        weights=None, input_shape=(size, size, 3), classifier_activation=None
+    model = stand_in_application(
+        name, (size, size, 3), spread=APPLICATION_SPREAD, classifier_activation=None
     )
-    set_stand_in_statistics(model, seed=0, spread=APPLICATION_SPREAD)
     x = np.random.default_rng(1).uniform(0, 255, (4, size, size, 3)).astype("float32")
     suffix = export.__name__.removeprefix("to_")
     return {
