@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_bn.export.parity import keras_outputs
+from keras_bn.export.parity import keras_outputs, resolve_tolerance
 from keras_bn.export.parity_bounds import parity_tolerance
 from keras_bn.export.prepare import PreparedModel
 from keras_bn.export.quantized import (
@@ -42,6 +42,7 @@ def export_checked(
     x: np.ndarray,
     quantize: str | None = None,
     details: dict[str, Any] | None = None,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Converts, checks and publishes one file; the caller validated.
 
@@ -54,6 +55,9 @@ def export_checked(
         x: The validated parity inputs.
         quantize: The quantization, which picks the error model's bound.
         details: Format-specific facts for the report.
+        tolerance: The scale-relative bound to hold the file to instead of
+            the error model's (`None`); a quantization-aware model's int8
+            file is judged by the exact gate whatever it is.
 
     Returns:
         The `ExportReport` of the published file.
@@ -70,7 +74,10 @@ def export_checked(
         parity, histogram = publish_quantized(path, write, x, prepared.reference)
     else:
         reference = keras_outputs(prepared.reference, x)
-        tolerance = parity_tolerance(prepared.reference, quantize)
+        if tolerance is None:
+            tolerance = parity_tolerance(prepared.reference, quantize)
+        else:
+            tolerance = resolve_tolerance(prepared.reference, tolerance, quantize)
         parity, histogram = publish_checked(path, write, x, reference, tolerance)
     return ExportReport(
         path=path,

@@ -62,6 +62,7 @@ def export_files(
     opset: int = DEFAULT_OPSET,
     population_data: Any = None,
     on_format: Callable[[str], None] | None = None,
+    tolerance: float | None = None,
 ) -> list[ExportReport]:
     """Exports `model` to each format in `directory`, each file parity-checked.
 
@@ -82,6 +83,9 @@ def export_files(
             re-estimated (on a copy) before folding; estimated and folded once,
             every format is converted from the same folded model.
         on_format: Called with each format as its export starts (progress).
+        tolerance: The scale-relative bound every file must meet instead of
+            `keras_bn.export.parity_bounds`' (`to_tflite`); a
+            quantization-aware model's files are judged by the exact gate.
 
     Returns:
         One `ExportReport` per format.
@@ -121,7 +125,9 @@ def export_files(
         if prepared is None:  # recalibrate and fold once, for every format
             prepared = prepare_model(model, fold=fold, population_data=population_data)
         if file_format == "tflite":
-            reports.append(write_tflite(prepared, path, quantize, int8_calibration, x))
+            reports.append(
+                write_tflite(prepared, path, quantize, int8_calibration, x, tolerance)
+            )
         else:
-            reports.append(write_onnx(prepared, path, opset, x))
+            reports.append(write_onnx(prepared, path, opset, x, tolerance))
     return reports

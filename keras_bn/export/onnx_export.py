@@ -128,6 +128,7 @@ def to_onnx(
     opset: int = DEFAULT_OPSET,
     inputs: np.ndarray | None = None,
     population_data: Any = None,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Folds `model`'s BatchNormalization layers and writes an ONNX file.
 
@@ -154,6 +155,9 @@ def to_onnx(
             the population statistics are re-estimated on a copy of `model`
             before folding; the file then carries them, and parity is checked
             against that recalibrated copy. `model` itself is untouched.
+        tolerance: The scale-relative bound the file must meet, instead of
+            `keras_bn.export.parity_bounds`'. A quantization-aware model's QDQ
+            file is judged by the exact int8 gate instead.
 
     Returns:
         An `ExportReport`: path, file size, op histogram, parity, fold report.
@@ -175,7 +179,7 @@ def to_onnx(
     path = validate_destination(path, ".onnx")
     x = onnx_inputs(model, opset, inputs)
     prepared = prepare_model(model, fold=fold, population_data=population_data)
-    return write_onnx(prepared, path, opset, x)
+    return write_onnx(prepared, path, opset, x, tolerance)
 
 
 def onnx_inputs(
@@ -198,7 +202,11 @@ def onnx_inputs(
 
 
 def write_onnx(
-    prepared: PreparedModel, path: str, opset: int, x: np.ndarray
+    prepared: PreparedModel,
+    path: str,
+    opset: int,
+    x: np.ndarray,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Converts the prepared model to a checked ONNX file at `path`."""
     spec = input_spec(prepared.reference)
@@ -220,4 +228,5 @@ def write_onnx(
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx.__version__,
         },
+        tolerance=tolerance,
     )

@@ -121,6 +121,7 @@ def to_tflite(
     representative_data: np.ndarray | None = None,
     inputs: np.ndarray | None = None,
     population_data: Any = None,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Folds `model`'s BatchNormalization layers and writes a TFLite file.
 
@@ -154,6 +155,11 @@ def to_tflite(
             the population statistics are re-estimated on a copy of `model`
             before folding; the file then carries them, and parity is checked
             against that recalibrated copy. `model` itself is untouched.
+        tolerance: The scale-relative bound the file must meet, instead of
+            `keras_bn.export.parity_bounds`' (for an int8 file whose float
+            bound refuses a file you accept). A quantization-aware model's
+            file is judged by the exact int8 gate instead
+            (docs/quantization.md).
 
     Returns:
         An `ExportReport`. For int8, `report.parity.top1_agreement` is the
@@ -177,7 +183,7 @@ def to_tflite(
     path = validate_destination(path, ".tflite")
     calibration, x = tflite_inputs(model, quantize, representative_data, inputs)
     prepared = prepare_model(model, fold=fold, population_data=population_data)
-    return write_tflite(prepared, path, quantize, calibration, x)
+    return write_tflite(prepared, path, quantize, calibration, x, tolerance)
 
 
 def tflite_inputs(
@@ -211,6 +217,7 @@ def write_tflite(
     quantize: str | None,
     calibration: np.ndarray | None,
     x: np.ndarray,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Converts the prepared model to a checked TFLite file at `path`."""
     quantize = check_quantize_for(prepared.reference, quantize)
@@ -224,4 +231,5 @@ def write_tflite(
         x=x,
         quantize=quantize,
         details={"tensorflow": tf.__version__},
+        tolerance=tolerance,
     )

@@ -117,3 +117,27 @@ def test_gate_catches_a_wrong_scale(rng):
     step = output_step(qat)
     assert not step_report(simulated, simulated * 1.05, step).passed
     assert step_report(simulated, simulated + step, step).passed
+
+
+def test_export_tolerance_replaces_the_float_bound(rng, tmp_path):
+    # A float model's int8 file refused by the error model's bound is written
+    # when the caller accepts a larger error, and refused below it.
+    model = depthwise_dense_model()
+    set_statistics(model, rng)
+    x = rng.normal(size=(64, 6, 6, 3)).astype("float32")
+    with pytest.raises(ParityError):
+        to_tflite(
+            model,
+            tmp_path / "a.tflite",
+            quantize="int8",
+            representative_data=x,
+            tolerance=1e-9,
+        )
+    report = to_tflite(
+        model,
+        tmp_path / "b.tflite",
+        quantize="int8",
+        representative_data=x,
+        tolerance=0.5,
+    )
+    assert report.parity.tolerance == 0.5 and report.parity.passed
