@@ -77,8 +77,6 @@ class RegisterLayerWithKeras(importlib.abc.MetaPathFinder):
         def exec_module(module):
             exec_keras(module)
             importlib.import_module("keras_bn.layers")
-            # The layers of quantization-aware models, for their `.keras` files.
-            importlib.import_module("keras_bn.quantization")
 
         spec.loader.exec_module = exec_module
         return spec
@@ -86,6 +84,5 @@ class RegisterLayerWithKeras(importlib.abc.MetaPathFinder):
 
 if "keras" in sys.modules:
     importlib.import_module("keras_bn.layers")
-    importlib.import_module("keras_bn.quantization")
 elif not any(isinstance(f, RegisterLayerWithKeras) for f in sys.meta_path):
     sys.meta_path.insert(0, RegisterLayerWithKeras())

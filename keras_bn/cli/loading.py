@@ -22,6 +22,8 @@ def load_model(path: str):
     """The Keras model in `path`, or a `CommandError` saying why not."""
     import keras
 
+    import keras_bn.quantization  # noqa: F401  registers the QAT layers for loading
+
     p = existing_file(path, "Keras model")
     if p.suffix == ".keras" and not zipfile.is_zipfile(p):
         raise CommandError(
