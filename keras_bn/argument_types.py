@@ -12,14 +12,18 @@ from collections.abc import Callable
 __all__ = ["int_between", "non_negative_float", "positive_int"]
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer ≥ 1, or a usage error quoting `text`."""
+def _converted(text: str, convert: Callable[[str], float], noun: str):
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be an integer. Received: {text!r}"
+            f"must be {noun}. Received: {text!r}"
         ) from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1, or a usage error quoting `text`."""
+    value = _converted(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1. Received: {text!r}")
     return value
@@ -35,12 +39,7 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
     """
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be an integer. Received: {text!r}"
-            ) from None
+        value = _converted(text, int, "an integer")
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be between {low} and {high}. Received: {text!r}"
@@ -53,12 +52,7 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
 
 def non_negative_float(text: str) -> float:
     """An argparse type: a number ≥ 0, or a usage error quoting `text`."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number. Received: {text!r}"
-        ) from None
+    value = _converted(text, float, "a number")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0. Received: {text!r}")
     return value

@@ -97,7 +97,17 @@ def _to_ours(layer: keras.layers.Layer) -> keras.layers.Layer:
     if is_keras_batchnorm(layer):
         # Our constructor takes every argument of Keras' layer, with the same
         # meaning, so the config transfers as it is.
-        return BatchNormalization.from_config(layer.get_config())
+        try:
+            return BatchNormalization.from_config(layer.get_config())
+        except (TypeError, ValueError) as e:
+            # Keras accepts values that have no meaning (momentum 1.5, a
+            # negative epsilon); ours refuses them and says why. Keras 3.15's
+            # `from_config` wraps the constructor's error in a TypeError.
+            reason = e.__cause__ or e
+            raise ValueError(
+                f"Cannot convert BatchNormalization layer '{layer.name}' to "
+                f"keras_bn.BatchNormalization: {reason}"
+            ) from e
     return rebuild_layer(layer)
 
 
@@ -121,7 +131,9 @@ def convert_batchnorm(model: keras.Model) -> keras.Model:
     Raises:
         TypeError: `model` is not a Sequential or Functional model.
         ValueError: a Keras BN sits inside a subclassed layer, which can only be
-            rebuilt from its config (the error names each such BN and its owner).
+            rebuilt from its config (the error names each such BN and its owner),
+            or has a value Keras accepts but that has no meaning (momentum
+            outside [0, 1], a negative epsilon; the error names the layer).
 
     Example:
 

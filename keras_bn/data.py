@@ -5,8 +5,12 @@ and `keras-bn export/check --data`:
 
 - an `.npz` holds `x_train`, `y_train`, `x_test`, `y_test` (the demo needs
   all four; export and check need `x_train` and/or `x_test`);
-- images are `(N, H, W)` (a channel axis is added) or `(N, H, W, C)`, of any
-  real dtype, used as float32 as given;
+- images are `(N, H, W)` or `(N, H, W, C)`, of any real dtype, used as
+  float32 as given by the demo; a missing channel axis of size 1 is added:
+  by the demo to every `(N, H, W)` array, and by export, check, fold and
+  recalibrate wherever the model takes exactly one more trailing axis of
+  size 1 (`images_for_model`), so a file that trains the demo's model also
+  exports, checks and recalibrates it;
 - labels are non-negative integers `(N,)`;
 - export and check also accept an `.npy` holding one image array;
 - population statistics (`keras-bn recalibrate`, `--population-data`) are
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 
@@ -76,10 +81,51 @@ def read_numpy_file(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarra
         return {name: loaded[name] for name in loaded.files}
 
 
+def add_channel_axis(x: np.ndarray) -> np.ndarray:
+    """`x` with a trailing channel axis of size 1: `(N, H, W)` → `(N, H, W, 1)`."""
+    return x[..., None]
+
+
+def images_for_model(x: np.ndarray | None, model: Any) -> np.ndarray | None:
+    """`x` as `model` takes it: a missing channel axis of size 1 added.
+
+    The demo trains on `(N, H, W)` images by adding a channel axis of size 1;
+    the same file must serve the model it produced. So when the model takes
+    exactly one more trailing axis than `x` has, of size 1, and every other
+    size agrees (None in the model's input shape agrees with any), `x` gets
+    that axis. Anything else comes back unchanged, for the consumer to check.
+
+    Args:
+        x: an array of examples, or None (returned as is).
+        model: a Keras model (its `input_shape` is read); a model with
+            several inputs, or whose input shape is unknown, leaves `x`
+            unchanged.
+
+    Returns:
+        `x`, with a trailing axis of size 1 where the rule applies.
+
+    Example:
+
+    >>> images_for_model(x_train, model).shape  # doctest: +SKIP
+    (360, 8, 8, 1)
+    """
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):  # a subclassed model
+        return x
+    if x is None or not isinstance(shape, tuple):
+        return x  # several inputs: a list of shapes
+    if len(shape) != x.ndim + 1 or shape[-1] != 1:
+        return x
+    if all(d is None or d == n for d, n in zip(shape[1:-1], x.shape[1:], strict=True)):
+        return add_channel_axis(x)
+    return x
+
+
 def as_images(x: np.ndarray, name: str, path: str) -> np.ndarray:
     """`x` as float32 images `(N, H, W, C)`, or a `ValueError` naming `name`."""
     if x.ndim == 3:
-        x = x[..., None]
+        x = add_channel_axis(x)
     if x.ndim != 4 or not np.issubdtype(x.dtype, np.number) or len(x) == 0:
         raise ValueError(
             f"`{name}` must be a non-empty numeric array of images "

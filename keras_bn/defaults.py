@@ -17,10 +17,14 @@ __all__ = [
     "DEMO_OUT",
     "EXIT_BAD_INPUT",
     "EXIT_FILE_SYSTEM",
+    "EXIT_HANGUP",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PARITY",
     "EXIT_STATUSES",
+    "EXIT_STDOUT_CLOSED",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "EXPORT_FORMATS",
     "FORMAT_CHOICES",
@@ -29,6 +33,7 @@ __all__ = [
     "QUANTIZE_CHOICES",
     "QUANTIZE_MODES",
     "STATUS",
+    "TENSORFLOW_ENVIRONMENT",
 ]
 
 # ONNX: the opset written by default, and the range accepted. tf2onnx 1.17
@@ -53,25 +58,39 @@ FORMAT_CHOICES = (*EXPORT_FORMATS, "all")
 DEFAULT_INPUT_BATCH = 8
 DEFAULT_INPUT_SEED = 0
 
+# Set before TensorFlow loads, unless the user set them. TensorFlow's CPU
+# kernels run NCHW (`channels_first`) convolutions only through oneDNN, which
+# TF 2.21 turns on by default only on CPUs with AVX-512: elsewhere (an AMD EPYC
+# without it) a `channels_first` model fails with "The Conv2D op currently only
+# supports the NHWC tensor format on the CPU". The test suite sets the same.
+TENSORFLOW_ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
 # `keras-bn demo` / `keras_bn.demo.run_demo`.
 DEMO_EPOCHS = 8
 DEMO_OUT = "export/out"
 
 # Exit statuses of `keras-bn`, with the `status` field of the `--json`
-# document and what each means (docs/cli.md shows this table).
+# document and what each means (docs/cli.md shows this table). A signal that
+# ends a command exits 128 + its number, as a shell reports a process killed by
+# it, after the same clean-up as Ctrl-C.
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_PARITY = 3
 EXIT_FILE_SYSTEM = 4
-EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # EX_SOFTWARE of BSD's sysexits.h
+EXIT_HANGUP = 129  # 128 + SIGHUP
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_STATUSES = (
     (EXIT_OK, "ok", "success"),
     (
         EXIT_BAD_INPUT,
         "error",
         "bad input: a missing file, a file that is not a Keras model, a model "
-        "that cannot be folded or exported, bad data",
+        "that cannot be folded or exported, bad data, a model TensorFlow cannot "
+        "run on this machine",
     ),
     (EXIT_USAGE, "usage_error", "usage error: an unknown flag or a bad value"),
     (
@@ -84,9 +103,32 @@ EXIT_STATUSES = (
         EXIT_FILE_SYSTEM,
         "file_system_error",
         "file system error: permission denied, no space left, a file where a "
-        "directory should be",
+        "directory should be; the message names the path as it was given",
     ),
-    (EXIT_INTERRUPTED, "interrupted", "interrupted (Ctrl-C)"),
+    (
+        EXIT_INTERNAL,
+        "internal_error",
+        "internal error: a bug in keras_bn or a library it calls; the traceback "
+        "follows on stderr",
+    ),
+    (
+        EXIT_HANGUP,
+        "terminated",
+        "hung up (SIGHUP): cleaned up as for Ctrl-C",
+    ),
+    (EXIT_INTERRUPTED, "interrupted", "interrupted (Ctrl-C, SIGINT)"),
+    (
+        EXIT_STDOUT_CLOSED,
+        "stdout_closed",
+        "stdout closed before the output was printed (piped into `head`): files "
+        "already written are kept, nothing more is printed",
+    ),
+    (
+        EXIT_TERMINATED,
+        "terminated",
+        "terminated (SIGTERM: `timeout`, `docker stop`, a job scheduler): "
+        "cleaned up as for Ctrl-C",
+    ),
 )
 STATUS = {code: status for code, status, _ in EXIT_STATUSES}
 

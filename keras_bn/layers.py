@@ -87,7 +87,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         axis: int or list of ints, the channel axis or axes (those not
             normalized over). For `data_format="channels_first"` use 1.
         momentum: momentum of the moving averages, in [0, 1].
-        epsilon: small positive float added to the variance.
+        epsilon: small non-negative float added to the variance. 0 is
+            accepted, as Keras accepts it: a channel whose variance is 0 then
+            divides by 0 (Inf/NaN), as in Keras.
         center: if True, add the learned offset `beta`.
         scale: if True, multiply by the learned scale `gamma`.
         beta_initializer, gamma_initializer, moving_mean_initializer,
@@ -219,17 +221,26 @@ class BatchNormalization(keras.layers.BatchNormalization):
         """Raises a `ValueError` for an argument out of range, quoting it as passed.
 
         Runs after Keras' constructor, which has already validated what the
-        two layers share and stored `momentum` and `epsilon` as floats.
+        two layers share and stored `momentum` and `epsilon` as floats. Keras
+        also accepts a momentum outside [0, 1] and a negative ε, which have
+        no meaning (an average that diverges, a square root of a negative
+        number): those are refused, naming the layer.
         """
+        owner = f"Layer '{self.name}': "
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(
-                f"`momentum` must be in [0, 1]. Received: momentum={momentum}"
+                f"{owner}`momentum` must be in [0, 1] (a moving average's "
+                f"weight). Received: momentum={momentum}"
             )
-        if not self.epsilon > 0.0:
-            raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon}")
+        if not self.epsilon >= 0.0:
+            raise ValueError(
+                f"{owner}`epsilon` must be >= 0 (it is added to a variance "
+                f"under a square root). Received: epsilon={epsilon}"
+            )
         if renorm and not 0.0 <= float(renorm_momentum) <= 1.0:
             raise ValueError(
-                f"`renorm_momentum` must be in [0, 1]. Received: renorm_momentum={renorm_momentum}"
+                f"{owner}`renorm_momentum` must be in [0, 1]. "
+                f"Received: renorm_momentum={renorm_momentum}"
             )
         if virtual_batch_size is None:
             return
@@ -400,13 +411,23 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 f"inputs.shape={tuple(inputs.shape)}"
             )
         expanded = (*mask.shape, 1)
+        rule = (
+            f"Layer '{self.name}': the mask, with a trailing axis added, cannot "
+            "be broadcast to the inputs."
+        )
         for m, n in zip(expanded, inputs.shape, strict=True):
             if m is not None and n is not None and m not in (1, n):
                 raise ValueError(
-                    f"Layer '{self.name}': the mask, with a trailing axis added, cannot "
-                    f"be broadcast to the inputs. Received: mask.shape="
-                    f"{tuple(mask.shape)}, inputs.shape={tuple(inputs.shape)}"
+                    f"{rule} Received: mask.shape={tuple(mask.shape)}, "
+                    f"inputs.shape={tuple(inputs.shape)}"
                 )
+        if None in expanded or None in inputs.shape:
+            # Sizes unknown when traced (only a tf.function has them): the
+            # same rule, checked when the function runs.
+            checked = backends.current().assert_broadcastable(
+                Ops.expand_dims(mask, -1), inputs, rule
+            )
+            mask = Ops.squeeze(checked, -1)
         return mask
 
     def call(self, inputs, training=None, mask=None):

@@ -10,6 +10,10 @@ before untouched. This module is the one home of that sequence, below every
 package that writes (it imports neither TensorFlow nor the exporters):
 
 - `staged_file`: the context manager every writer uses;
+- `published_together`: several staged files published all or none (an
+  export of several formats): each is staged and checked, and only when the
+  last one is ready are they all moved into place; if one cannot be, the
+  ones already moved are rolled back to the files they replaced;
 - `save_model`: a `.keras` archive: stage, check the archive, publish;
 - `created_directories`: missing output directories, removed again if the
   command that needed them fails.
@@ -21,6 +25,7 @@ staged file in its runtime and compare it with Keras before publishing.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import shutil
 import tempfile
@@ -31,6 +36,7 @@ from typing import Any
 
 __all__ = [
     "created_directories",
+    "published_together",
     "save_model",
     "staged_file",
     "validate_destination",
@@ -85,7 +91,10 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
     the destination's extension, because some writers insist on it (Keras'
     `Model.save` wants `.keras`). Verify the file inside the `with` block:
     raising there, or any failure of the write itself (a full disk, an
-    interrupt), removes the temporary file and leaves `path` as it was.
+    interrupt), removes the temporary file and leaves `path` as it was. Inside
+    `published_together`, the checked file waits for the group's end. An
+    `OSError` about the temporary file (or about no file) is made to name
+    `path`, as given: the user never saw the temporary name.
 
     Args:
         path: The destination file; its directory must exist.
@@ -99,26 +108,130 @@ def staged_file(path: str | os.PathLike) -> Iterator[str]:
     ...     write(tmp)
     ...     check(tmp)  # raising here leaves no file behind
     """
-    path = os.path.abspath(os.fspath(path))
+    given = os.fspath(path)
+    path = os.path.abspath(given)
     directory, name = os.path.split(path)
     suffix = f".partial{os.path.splitext(name)[1]}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
+        os.close(fd)
         yield tmp
         # mkstemp creates 0600; give the file the mode any new file would get.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        group = PUBLISHING_GROUP.get()
+        if group is None:
+            os.replace(tmp, path)
+        else:
+            group.append((tmp, path, given))
+            tmp = None  # the group publishes or removes it
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.filename in (None, tmp):
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        if isinstance(e, OSError) and (
+            e.filename is None or is_staged_name(e.filename, directory, name)
+        ):
             # Name the destination the user gave, not our temporary name (a
-            # zip or HDF5 writer's ENOSPC carries no file name at all).
-            e.filename = path
+            # zip or HDF5 writer's ENOSPC carries no file name at all, and a
+            # directory we may not write into fails at mkstemp's name).
+            e.filename = given
         raise
+
+
+def is_staged_name(filename: str | os.PathLike, directory: str, name: str) -> bool:
+    """Whether `filename` is one of `staged_file`'s temporary names for `name`."""
+    filename = os.path.abspath(os.fspath(filename))
+    staged_prefix = os.path.join(directory, f".{name}.")
+    return filename.startswith(staged_prefix) and ".partial" in filename
+
+
+# The (staged, destination, as given) files of the innermost
+# `published_together` block; `None` outside one.
+PUBLISHING_GROUP: contextvars.ContextVar[list[tuple[str, str, str]] | None] = (
+    contextvars.ContextVar("PUBLISHING_GROUP", default=None)
+)
+
+
+@contextlib.contextmanager
+def published_together() -> Iterator[None]:
+    """Publishes the files staged in the block all together, or none of them.
+
+    A command that writes several files (`keras-bn export --format all`)
+    must not leave some of them new and some old when one fails: every
+    `staged_file` inside the block is written and checked as usual, but
+    stays under its temporary name until the block ends. Then each
+    destination's previous file, if any, is set aside under a hidden backup
+    name and the staged file moved in; if a move fails, the files already
+    moved are put back as they were. A failure or an interrupt inside the
+    block removes every staged file and touches no destination.
+
+    Raises:
+        OSError: A file could not be moved into place (everything is rolled
+            back; the error names the destination as given).
+
+    Example:
+
+    >>> with published_together():  # doctest: +SKIP
+    ...     write_checked("out/model.tflite")
+    ...     write_checked("out/model.onnx")  # failing here keeps both old files
+    """
+    staged: list[tuple[str, str, str]] = []
+    token = PUBLISHING_GROUP.set(staged)
+    try:
+        yield
+    except BaseException:
+        remove_quietly(tmp for tmp, _, _ in staged)
+        raise
+    finally:
+        PUBLISHING_GROUP.reset(token)
+    publish_all(staged)
+
+
+def publish_all(staged: list[tuple[str, str, str]]) -> None:
+    """Moves every staged file into place; on a failure, restores every one."""
+    done: list[tuple[str, str | None]] = []  # (destination, its backup)
+    try:
+        for tmp, path, given in staged:
+            try:
+                done.append((path, set_aside(path)))
+                os.replace(tmp, path)
+            except OSError as e:
+                e.filename, e.filename2 = given, None
+                raise
+    except BaseException:
+        for path, backup in reversed(done):
+            if backup is None:
+                remove_quietly([path])
+            else:
+                os.replace(backup, path)
+        remove_quietly(tmp for tmp, _, _ in staged)
+        raise
+    remove_quietly(backup for _, backup in done if backup is not None)
+
+
+def set_aside(path: str) -> str | None:
+    """Moves `path`'s file to a free hidden name next to it; `None` if none."""
+    if not os.path.lexists(path):
+        return None
+    directory, name = os.path.split(path)
+    fd, backup = tempfile.mkstemp(prefix=f".{name}.", suffix=".backup", dir=directory)
+    os.close(fd)
+    try:
+        os.replace(path, backup)
+    except BaseException:
+        remove_quietly([backup])
+        raise
+    return backup
+
+
+def remove_quietly(paths) -> None:
+    """Removes each file of `paths` that exists."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def verify_keras_archive(path: str | os.PathLike) -> None:
@@ -169,11 +282,11 @@ def save_model(model: Any, path: str | os.PathLike) -> Path:
 
     >>> save_model(model, "out/model_folded.keras")  # doctest: +SKIP
     """
-    path = validate_destination(path, ".keras")
-    with staged_file(path) as tmp:
+    absolute = validate_destination(path, ".keras")
+    with staged_file(path) as tmp:  # errors name `path` as the caller gave it
         model.save(tmp)
         verify_keras_archive(tmp)
-    return Path(path)
+    return Path(absolute)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from tests.helpers.population import assert_unchanged, snapshot
 from tests.tolerances import (
     CONVERSION_GRADIENT_FLOAT64_RTOL,
     CONVERSION_INFERENCE_RTOL,
+    PARITY_FLOAT32_ATOL,
     PARITY_FLOAT32_RTOL,
 )
 
@@ -165,3 +166,54 @@ def test_resnet50v2_converts_with_the_same_outputs_and_trains(mixed_precision):
     )
     error = relative_error(gradient(converted64, x), gradient(reference, x))
     assert error <= CONVERSION_GRADIENT_FLOAT64_RTOL
+
+
+KERAS_CONFIGS = [
+    {"epsilon": 0.0},
+    {"momentum": 0.0},
+    {"momentum": 1.0, "epsilon": 0.0},
+    {"center": False},
+    {"scale": False},
+    {"center": False, "scale": False, "epsilon": 0.0},
+    {"axis": 1},
+    {"axis": -2, "epsilon": 1e-7},
+    {"renorm": True},
+    {"renorm": True, "epsilon": 0.0, "renorm_clipping": {"rmax": 2.0, "dmax": 1.0}},
+    {"renorm": True, "renorm_momentum": 0.0, "momentum": 1.0},
+]
+
+
+@pytest.mark.parametrize("config", KERAS_CONFIGS, ids=str)
+def test_every_batchnorm_keras_builds_converts_and_infers_the_same(config):
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((4, 3))
+    outputs = layers.BatchNormalization(name="keras_bn_under_test", **config)(inputs)
+    model = keras.Model(inputs, outputs)
+    set_stand_in_statistics(model, seed=5)
+    converted = keras_bn.convert_batchnorm(model)
+    (layer,) = batchnorm_layers(converted)
+    assert type(layer) is keras_bn.BatchNormalization
+    assert {k: layer.get_config()[k] for k in config} == {
+        k: model.layers[-1].get_config()[k] for k in config
+    }
+    x = np.random.default_rng(5).normal(0.5, 2.0, (8, 4, 3)).astype("float32")
+    np.testing.assert_allclose(
+        converted(x, training=False),
+        model(x, training=False),
+        rtol=CONVERSION_INFERENCE_RTOL,
+        atol=PARITY_FLOAT32_ATOL,
+    )
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"momentum": 1.5}, "momentum.*1.5"),
+        ({"epsilon": -1e-3}, "epsilon.*-0.001"),
+    ],
+)
+def test_a_value_keras_accepts_without_meaning_is_refused_by_layer_name(config, match):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, layers.BatchNormalization(name="odd", **config)(inputs))
+    with pytest.raises(ValueError, match=f"layer 'odd'.*{match}"):
+        keras_bn.convert_batchnorm(model)

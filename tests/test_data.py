@@ -1,9 +1,18 @@
 """`keras_bn.data`: one set of rules for a user's `.npz` / `.npy` files."""
 
+import types
+
+import keras
 import numpy as np
 import pytest
 
-from keras_bn.data import load_dataset, load_images, load_population_data
+from keras_bn.data import (
+    images_for_model,
+    load_dataset,
+    load_images,
+    load_population_data,
+)
+from keras_bn.models import digits_cnn
 
 
 def test_npy_gives_the_same_array_for_calibration_and_evaluation(tmp_path):
@@ -84,3 +93,53 @@ def test_population_data_never_falls_back_to_the_held_out_set(
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(ValueError, match=fragment):
         load_population_data(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize(
+    "shape, input_shape, expected",
+    [
+        ((5, 8, 8), (None, 8, 8, 1), (5, 8, 8, 1)),
+        ((5, 8, 8), (None, None, None, 1), (5, 8, 8, 1)),
+        ((5, 8), (None, 8, 1), (5, 8, 1)),
+        ((5, 8, 8, 1), (None, 8, 8, 1), (5, 8, 8, 1)),
+        ((5, 8, 8), (None, 8, 8, 3), (5, 8, 8)),  # a missing axis of 3: unchanged
+        ((5, 8, 7), (None, 8, 8, 1), (5, 8, 7)),  # other sizes disagree
+        ((5, 8, 8), [(None, 8, 8, 1), (None, 2)], (5, 8, 8)),  # several inputs
+    ],
+)
+def test_images_for_model_adds_only_a_missing_channel_axis_of_one(
+    shape, input_shape, expected
+):
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    model = types.SimpleNamespace(input_shape=input_shape)
+    adapted = images_for_model(x, model)
+    assert adapted.shape == expected
+    np.testing.assert_array_equal(adapted.reshape(shape), x)
+    assert images_for_model(None, model) is None
+
+
+def test_images_for_a_model_without_known_input_shape_are_unchanged():
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    x = np.zeros((5, 8, 8), np.float32)
+    assert images_for_model(x, Subclassed()) is x
+
+
+def test_a_demo_file_of_channelless_images_serves_the_demo_model(tmp_path):
+    # One rule: the demo adds the axis to train, the other commands to use
+    # the model the demo produced.
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(6, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    np.savez(tmp_path / "hw.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    dataset = load_dataset(tmp_path / "hw.npz")
+    model = digits_cnn(dataset.x_train.shape[1:], dataset.num_classes)
+    for loaded in (
+        *load_images(tmp_path / "hw.npz"),
+        load_population_data(tmp_path / "hw.npz"),
+    ):
+        adapted = images_for_model(loaded, model)
+        np.testing.assert_array_equal(adapted, x[..., None])
+        model.predict(adapted, verbose=0)

@@ -163,3 +163,81 @@ def test_an_existing_directory_is_never_removed(tmp_path):
         with created_directories(tmp_path):
             raise RuntimeError("export failed")
     assert os.listdir(tmp_path) == ["old.onnx"]
+
+
+def test_a_directory_that_refuses_the_staged_file_names_the_users_path(
+    tmp_path, monkeypatch
+):
+    """Issue 17, case 12: the error named `.out.keras.my24m493.partial.keras`."""
+    import tempfile
+
+    def refused(prefix, suffix, dir):
+        name = os.path.join(dir, f"{prefix}abcd1234{suffix}")
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PermissionError) as error_info:
+        with staged_file("out.keras"):
+            pass
+    assert error_info.value.filename == "out.keras"
+    assert os.listdir(tmp_path) == []
+
+
+def write(path, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def test_files_published_together_wait_for_the_last_one(tmp_path):
+    from keras_bn.staging import published_together
+
+    write(tmp_path / "a.tflite", b"old a")
+    with published_together():
+        with staged_file(tmp_path / "a.tflite") as tmp:
+            write(tmp, b"new a")
+        assert (tmp_path / "a.tflite").read_bytes() == b"old a"
+        with staged_file(tmp_path / "b.onnx") as tmp:
+            write(tmp, b"new b")
+    assert sorted(os.listdir(tmp_path)) == ["a.tflite", "b.onnx"]
+    assert (tmp_path / "a.tflite").read_bytes() == b"new a"
+    assert (tmp_path / "b.onnx").read_bytes() == b"new b"
+
+
+def test_a_failure_in_the_group_publishes_nothing(tmp_path):
+    from keras_bn.staging import published_together
+
+    write(tmp_path / "a.tflite", b"old a")
+    with pytest.raises(RuntimeError, match="second file"):
+        with published_together():
+            with staged_file(tmp_path / "a.tflite") as tmp:
+                write(tmp, b"new a")
+            with staged_file(tmp_path / "b.onnx") as tmp:
+                raise RuntimeError("the second file failed its check")
+    assert os.listdir(tmp_path) == ["a.tflite"]
+    assert (tmp_path / "a.tflite").read_bytes() == b"old a"
+
+
+def test_a_move_that_fails_rolls_back_the_moves_before_it(tmp_path, monkeypatch):
+    from keras_bn.staging import published_together
+
+    write(tmp_path / "a.tflite", b"old a")
+    write(tmp_path / "b.onnx", b"old b")
+    real_replace = os.replace
+
+    def replace(source, destination):
+        if str(destination).endswith("b.onnx") and ".partial" in str(source):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError) as error_info:
+        with published_together():
+            for name in ("a.tflite", "b.onnx"):
+                with staged_file(name) as tmp:
+                    write(tmp, b"new")
+    assert error_info.value.filename == "b.onnx"
+    assert sorted(os.listdir(tmp_path)) == ["a.tflite", "b.onnx"]
+    assert (tmp_path / "a.tflite").read_bytes() == b"old a"
+    assert (tmp_path / "b.onnx").read_bytes() == b"old b"

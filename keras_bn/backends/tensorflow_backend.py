@@ -17,7 +17,13 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-__all__ = ["combine_replicas", "compile_stage", "cross_replica_sum", "with_gradient"]
+__all__ = [
+    "assert_broadcastable",
+    "combine_replicas",
+    "compile_stage",
+    "cross_replica_sum",
+    "with_gradient",
+]
 
 # One compiled function per stage and rank: `reduce_retracing` then relaxes
 # only the sizes (a new batch size does not retrace), never the rank.
@@ -93,3 +99,36 @@ def combine_replicas(count, shift, offset, m2):
         counts * tf.square(deltas - mean_delta), 0
     )
     return total, shifts[0], mean_delta, m2
+
+
+def assert_broadcastable(small, target, message: str):
+    """`small`, after a run-time check that its shape broadcasts to `target`'s.
+
+    A `tf.function` traced with unknown sizes cannot check them when traced;
+    without this the mismatch surfaces as TensorFlow's "Incompatible shapes"
+    from whichever op meets it first (or not at all, where nothing
+    broadcasts). `small` must have `target`'s rank; each of its sizes must be
+    1 or `target`'s.
+
+    Args:
+        small: the tensor to check (a mask with its trailing axis).
+        target: the tensor it must broadcast to.
+        message: the error's text, naming the layer and the rule.
+
+    Returns:
+        `small`, depending on the check.
+
+    Raises:
+        tf.errors.InvalidArgumentError: when run, with `message` and both
+            shapes, if a size differs. (XLA drops run-time assertions: a
+            jit-compiled function fails when compiled, with XLA's message.)
+    """
+    small_shape, target_shape = tf.shape(small), tf.shape(target)
+    fits = tf.reduce_all(
+        tf.logical_or(tf.equal(small_shape, 1), tf.equal(small_shape, target_shape))
+    )
+    check = tf.debugging.Assert(
+        fits, [message, "Received: shapes", small_shape, "and", target_shape]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(small)

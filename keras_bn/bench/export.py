@@ -24,7 +24,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import EXPORT_APPLICATIONS as APPLICATIONS
+from keras_bn.bench.arguments import EXPORT_MODELS as MODELS
+from keras_bn.bench.arguments import add_export_arguments
 from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.models import stand_in_application
@@ -32,14 +34,10 @@ from keras_bn.stand_in_statistics import set_stand_in_statistics
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["export"]
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_export_arguments
 VARIANTS = ("unfolded", "folded", "bn_free")
 RUNTIMES = ("tflite", "ort_optimized", "ort_unoptimized")
-APPLICATIONS = {
-    "mobilenetv2": "MobileNetV2",
-    "resnet50": "ResNet50",
-    "efficientnetb0": "EfficientNetB0",
-}
-MODELS = ("small_cnn", *APPLICATIONS)
 COLUMNS = [
     "model",
     "runtime",
@@ -169,26 +167,6 @@ def measure(args: argparse.Namespace, out: Path) -> list[dict]:
         }
         latency += latency_rows(name, reports, x_by_batch, args.repeats, args.threads)
     return latency + sizes
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models", nargs="+", choices=MODELS, default=["mobilenetv2", "resnet50"]
-    )
-    parser.add_argument(
-        "--size", type=positive_int, default=96, help="input height/width"
-    )
-    parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 32])
-    parser.add_argument("--repeats", type=positive_int, default=20)
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="runtime threads (1: least noise)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="keep the files here (default: temp)"
-    )
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -25,7 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import FOLD_MODES as MODES
+from keras_bn.bench.arguments import add_fold_arguments
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
@@ -33,8 +34,8 @@ from keras_bn.models import stand_in_application
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["fold"]
-MODELS = ("MobileNetV2", "ResNet50")
-MODES = {"graph": False, "xla": True}
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_fold_arguments
 VERSIONS = ("unfolded", "folded", "bn-free")
 COLUMNS = [
     "model",
@@ -117,26 +118,6 @@ def time_versions(versions: dict, x, jit_compile: bool, repeats: int) -> dict:
         )
         steps[version] = lambda c=call, x=x: c(x)
     return interleaved_median_ms(steps, repeats=repeats, warmup=2)
-
-
-def image_size(text: str) -> int:
-    """An argparse type: an input size of at least 32 (the applications' minimum)."""
-    value = positive_int(text)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"must be at least 32. Received: {text!r}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models", nargs="+", choices=list(MODELS), default=list(MODELS)
-    )
-    parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 32])
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    parser.add_argument(
-        "--size", type=image_size, default=224, help="input height and width"
-    )
-    parser.add_argument("--repeats", type=positive_int, default=10, help="timed rounds")
 
 
 def run(args: argparse.Namespace) -> list[dict]:

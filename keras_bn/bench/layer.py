@@ -27,16 +27,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import LAYER_MODES as MODES
+from keras_bn.bench.arguments import add_layer_arguments
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["layer"]
-# "shape:axis"; the axis defaults to -1.
-DEFAULT_SHAPES = ["64,28,28,64", "256,14,14,256", "1024,512", "64,64,28,28:1"]
-DEFAULT_DTYPES = ["float32", "float16"]
-MODES = {"eager": None, "graph": False, "xla": True}
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_layer_arguments
 IMPLEMENTATIONS = ("keras_bn", "keras", "fused")
 MOMENTUM = 0.99
 EPSILON = 1e-3
@@ -51,17 +50,6 @@ COLUMNS = [
     "keras_bn / keras",
     "keras_bn / fused graph",
 ]
-
-
-def parse_shape(text: str) -> tuple[tuple[int, ...], int]:
-    """`"64,64,28,28:1"` → `((64, 64, 28, 28), 1)`; the axis defaults to -1."""
-    dims, _, axis = text.partition(":")
-    try:
-        return tuple(int(n) for n in dims.split(",")), int(axis or -1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a shape is comma-separated ints with an optional ':axis'. Received: {text!r}"
-        ) from None
 
 
 def _layer_step(layer: keras.layers.Layer) -> Callable:
@@ -147,22 +135,6 @@ def time_case(
         {key: (lambda s=step: s(x, upstream)) for key, step in steps.items()},
         repeats=repeats,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for `keras-bn bench layer`."""
-    parser.add_argument(
-        "--shapes",
-        nargs="+",
-        type=parse_shape,
-        default=[parse_shape(s) for s in DEFAULT_SHAPES],
-        help="comma-separated dims, optionally ':axis' (default -1)",
-    )
-    parser.add_argument(
-        "--dtypes", nargs="+", choices=DEFAULT_DTYPES, default=DEFAULT_DTYPES
-    )
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    parser.add_argument("--repeats", type=positive_int, default=10)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -23,11 +23,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keras_bn.argument_types import positive_int
-from keras_bn.bench.fold import image_size
+from keras_bn.bench.arguments import add_memory_arguments
 from keras_bn.defaults import BENCHMARKS
 
 DESCRIPTION = BENCHMARKS["memory"]
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_memory_arguments
 TARGET_RATIO = 2.0
 COLUMNS = [
     "model",
@@ -119,21 +120,6 @@ def measure(size: int, batch: int, directory: Path) -> dict:
         "export/load+predict": export / reference,
         "target": TARGET_RATIO,
     }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sizes", nargs="+", type=image_size, default=[96, 224], help="input sizes"
-    )
-    parser.add_argument(
-        "--batch", type=positive_int, default=8, help="the reference's batch"
-    )
-    parser.add_argument(
-        "--repeats",
-        type=positive_int,
-        default=1,
-        help="measurements per size; the largest is kept",
-    )
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -21,29 +21,14 @@ import argparse
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import add_sync_arguments
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.timing import median_ms
 
 DESCRIPTION = BENCHMARKS["sync"]
-DEFAULT_SHAPES = [(64, 28, 28, 64), (1024, 512)]
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_sync_arguments
 COLUMNS = ["shape", "implementation", "ms", "vs keras"]
-
-
-def shape(text: str) -> tuple[int, ...]:
-    """An argparse type: a comma-separated shape with an even batch ≥ 2."""
-    try:
-        dims = tuple(int(n) for n in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated integers. Received: {text!r}"
-        ) from None
-    if len(dims) < 2 or min(dims) < 1 or dims[0] % 2:
-        raise argparse.ArgumentTypeError(
-            "must have a batch and at least one more dimension, all positive, "
-            f"the batch even (split over two replicas). Received: {text!r}"
-        )
-    return dims
 
 
 def _two_logical_cpus() -> tf.distribute.Strategy:
@@ -121,17 +106,6 @@ def time_shapes(shapes: list[tuple[int, ...]], repeats: int) -> list[dict]:
                 }
             )
     return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--shapes",
-        nargs="+",
-        type=shape,
-        default=DEFAULT_SHAPES,
-        help="comma-separated, e.g. 64,28,28,64",
-    )
-    parser.add_argument("--repeats", type=positive_int, default=10)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -24,14 +24,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import TRAIN_MODES as MODES
+from keras_bn.bench.arguments import add_train_arguments
 from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
 DESCRIPTION = BENCHMARKS["train"]
+# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
+add_arguments = add_train_arguments
 VARIANTS = ("keras", "keras_bn", "fused", "none")
-MODES = {"graph": False, "xla": True}
 COLUMNS = [
     "mode",
     "variant",
@@ -136,13 +138,6 @@ def time_steps(
             )
             steps[mode, variant] = lambda m=model: m.train_on_batch(x, y)
     return interleaved_median_ms(steps, repeats=repeats)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, for `keras-bn bench train` and `main`."""
-    parser.add_argument("--batch", type=positive_int, default=64)
-    parser.add_argument("--repeats", type=positive_int, default=20)
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -11,7 +11,8 @@ library (`keras_bn.demo`, `keras_bn.folding`, `keras_bn.export`,
 - `output`: JSON documents and tables;
 - `progress`: progress bars on stderr;
 - `loading`: a Keras model from a user's path, as a one-line error if not;
-- `quiet`: no TensorFlow / absl / converter log line unless `--verbose`.
+- `quiet`: no TensorFlow / absl / converter log line unless `--verbose`;
+- `signals`: SIGTERM and SIGHUP clean up as Ctrl-C does.
 
 Files are written through `keras_bn.staging` (staged, checked, moved
 into place), so a failed command leaves every previous file as it was.
@@ -25,24 +26,6 @@ stdout holds exactly one JSON document in every outcome.
 """
 
 from keras_bn.cli.app import build_parser, main
-from keras_bn.cli.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_FILE_SYSTEM,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARITY,
-    EXIT_USAGE,
-    CommandError,
-)
+from keras_bn.cli.errors import CommandError
 
-__all__ = [
-    "EXIT_BAD_INPUT",
-    "EXIT_FILE_SYSTEM",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_PARITY",
-    "EXIT_USAGE",
-    "CommandError",
-    "build_parser",
-    "main",
-]
+__all__ = ["CommandError", "build_parser", "main"]

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from keras_bn.cli.arguments import add_common
 from keras_bn.cli.commands import COMMANDS
 from keras_bn.cli.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_USAGE,
-    STATUS,
     details_for,
     exit_code_for,
     message_for,
     one_line,
 )
+from keras_bn.cli.loading import check_input_files
 from keras_bn.cli.output import print_json
 from keras_bn.cli.quiet import quiet_run
-from keras_bn.defaults import EXIT_STATUSES
+from keras_bn.cli.signals import signals_as_interrupts
+from keras_bn.defaults import (
+    EXIT_INTERNAL,
+    EXIT_STATUSES,
+    EXIT_STDOUT_CLOSED,
+    EXIT_USAGE,
+    STATUS,
+    TENSORFLOW_ENVIRONMENT,
+)
 
 DESCRIPTION = (
     "Batch Normalization for Keras 3: train with the analytic gradient, "
@@ -124,7 +132,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         if name != "bench":  # a benchmark's own parser adds them
             add_common(sub)
         command.add_arguments(sub)
-        sub.set_defaults(run=command.run, parser=sub)
+        sub.set_defaults(run=command.run, parser=sub, input_files=command.INPUT_FILES)
     return parser
 
 
@@ -132,25 +140,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs `keras-bn` with `argv` (default: `sys.argv[1:]`); returns the exit status.
 
     Every expected failure (bad input, a parity failure, an `OSError`, an
-    interrupt) ends as one line on stderr and its exit status; with `--json`,
-    stdout holds exactly one JSON document whatever happens, with a `status`.
+    interrupt or a terminating signal) ends as one line on stderr and its exit
+    status; with `--json`, stdout holds exactly one JSON document whatever
+    happens, with a `status`. A bug prints its traceback and exits
+    `EXIT_INTERNAL`. A closed stdout (`| head`) ends the command quietly with
+    `EXIT_STDOUT_CLOSED`, keeping the files it wrote.
+
+    Before TensorFlow loads, `keras_bn.defaults.TENSORFLOW_ENVIRONMENT` is set
+    (oneDNN, for `channels_first` convolutions on every CPU), except the
+    variables the user set.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    for name, value in TENSORFLOW_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
     # Export needs TensorFlow: whatever KERAS_BACKEND says, the commands run on
     # it, unless a benchmark asks for another backend (docs/jax.md).
     os.environ["KERAS_BACKEND"] = getattr(args, "backend", None) or "tensorflow"
     verbose = getattr(args, "verbose", False) or bool({"-v", "--verbose"} & set(argv))
-    with quiet_run(verbose):
+    with quiet_run(verbose), signals_as_interrupts():
         try:
-            return args.run(args)
-        except (Exception, KeyboardInterrupt) as e:
-            code = exit_code_for(e)
-            if code is None:
-                report_bug(args, e)
-                raise
-            report_failure(args, e, code)
-            return code
+            try:
+                check_input_files(args)
+                code = args.run(args)
+                sys.stdout.flush()
+                return code
+            except (Exception, KeyboardInterrupt) as e:
+                return report(args, e)
+        except BrokenPipeError:
+            return stdout_closed()
+
+
+def report(args: argparse.Namespace, error: BaseException) -> int:
+    """Reports `error` (one line, or a traceback for a bug); returns the status."""
+    code = exit_code_for(error)
+    if code == EXIT_STDOUT_CLOSED:
+        return stdout_closed()
+    if code is None:
+        traceback.print_exception(error, file=sys.stderr)
+        code = EXIT_INTERNAL
+    report_failure(args, error, code)
+    sys.stdout.flush()
+    return code
+
+
+def stdout_closed() -> int:
+    """Points stdout at `os.devnull` so that exiting prints no second error.
+
+    Python's documented way ("Note on SIGPIPE", `signal` module): once the
+    reader of a pipe has gone, any further write or the interpreter's final
+    flush would raise `BrokenPipeError` again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    # A stdout without a descriptor (replaced by a caller) needs nothing.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_STDOUT_CLOSED
 
 
 def report_failure(args: argparse.Namespace, error: BaseException, code: int) -> None:
@@ -164,18 +210,6 @@ def report_failure(args: argparse.Namespace, error: BaseException, code: int) ->
                 "error": message,
                 "exit_code": code,
                 **details_for(error),
-            }
-        )
-
-
-def report_bug(args: argparse.Namespace, error: BaseException) -> None:
-    """With `--json`, a document for an unexpected error (its traceback follows)."""
-    if getattr(args, "json", False):
-        print_json(
-            {
-                "status": "internal_error",
-                "error": message_for(error),
-                "exit_code": EXIT_BAD_INPUT,
             }
         )
 

@@ -10,7 +10,6 @@ cannot drift apart. Recalibrating and folding happen before, once per export
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -71,18 +70,22 @@ def export_checked(
     write = convert(prepared.exported)
     if is_quantized_model(prepared.reference):
         # Its int8 file is judged in steps of its own simulation.
-        parity, histogram = publish_quantized(path, write, x, prepared.reference)
+        parity, histogram, file_size = publish_quantized(
+            path, write, x, prepared.reference
+        )
     else:
         reference = keras_outputs(prepared.reference, x)
         if tolerance is None:
             tolerance = parity_tolerance(prepared.reference, quantize)
         else:
             tolerance = resolve_tolerance(prepared.reference, tolerance, quantize)
-        parity, histogram = publish_checked(path, write, x, reference, tolerance)
+        parity, histogram, file_size = publish_checked(
+            path, write, x, reference, tolerance
+        )
     return ExportReport(
         path=path,
         format=file_format,
-        file_size=os.path.getsize(path),
+        file_size=file_size,
         op_histogram=histogram,
         parity=parity,
         fold_report=prepared.fold_report,

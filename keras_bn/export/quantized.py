@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import warnings
 
 import keras
@@ -78,7 +79,7 @@ def check_quantize_for(model: keras.Model, quantize: str | None) -> str | None:
 
 def publish_quantized(
     path: str, write, x: np.ndarray, model: keras.Model
-) -> tuple[ParityReport, dict[str, int]]:
+) -> tuple[ParityReport, dict[str, int], int]:
     """Writes the int8 file of a QAT `model` next to `path`; publishes it if the exact gate passes.
 
     Args:
@@ -88,8 +89,8 @@ def publish_quantized(
         model: The quantization-aware model, the file's simulation.
 
     Returns:
-        The `ParityReport` (scale-relative figures and the step histogram)
-        and the file's op histogram.
+        The `ParityReport` (scale-relative figures and the step histogram),
+        the file's op histogram and its size in bytes.
 
     Raises:
         ParityError: the file is not within the gate; nothing is left behind.
@@ -105,7 +106,8 @@ def publish_quantized(
         if not parity.passed:
             raise ParityError(parity, path)
         histogram = op_histogram(tmp)
-    return parity, histogram
+        file_size = os.path.getsize(tmp)
+    return parity, histogram, file_size
 
 
 def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes:

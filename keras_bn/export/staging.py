@@ -6,6 +6,7 @@ this module adds the exporters' check between writing and publishing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -25,8 +26,11 @@ def publish_checked(
     x: np.ndarray,
     reference: np.ndarray,
     tolerance: float,
-) -> tuple[ParityReport, dict[str, int]]:
+) -> tuple[ParityReport, dict[str, int], int]:
     """Writes a file next to `path`, checks it, and only then moves it in place.
+
+    Inside `keras_bn.staging.published_together`, the move waits for the
+    group's end (an export of several formats publishes all or none).
 
     Args:
         path: The destination.
@@ -36,7 +40,7 @@ def publish_checked(
         tolerance: The scale-relative bound the file must meet.
 
     Returns:
-        The `ParityReport` and the file's op histogram.
+        The `ParityReport`, the file's op histogram and its size in bytes.
 
     Raises:
         ParityError: The file disagrees with the model; nothing is left behind.
@@ -49,4 +53,5 @@ def publish_checked(
         if not parity.passed:
             raise ParityError(parity, path)
         histogram = op_histogram(tmp)
-    return parity, histogram
+        file_size = os.path.getsize(tmp)
+    return parity, histogram, file_size

@@ -14,8 +14,15 @@ DEFAULT_BATCH_SIZE = 32  # as `model.fit`
 
 
 def is_array(value: Any) -> bool:
-    """Whether `value` is one NumPy array or TensorFlow tensor."""
-    return isinstance(value, (np.ndarray, tf.Tensor))
+    """Whether `value` is one array, as `fit` takes one.
+
+    A NumPy array or a TensorFlow tensor, or any array-like NumPy can read
+    (`__array__` and a `shape`: a JAX array, a pandas DataFrame), as Keras'
+    array adapter reads them.
+    """
+    if isinstance(value, (np.ndarray, tf.Tensor)):
+        return True
+    return hasattr(value, "__array__") and hasattr(value, "shape")
 
 
 def is_array_data(data: Any, num_inputs: int) -> bool:
@@ -45,6 +52,35 @@ def open_batch_spec(array) -> tf.TensorSpec:
     """The `tf.TensorSpec` of `array` with the batch axis left open."""
     array = tf.convert_to_tensor(array)
     return tf.TensorSpec((None, *array.shape[1:]), array.dtype)
+
+
+def relaxed_signature(signature: Any, x: Any) -> Any:
+    """`signature` widened to take batch `x` too (None where sizes differ).
+
+    A model with `Input((None, 3))` takes sequences of any length: one
+    signature per batch shape would retrace for every length, a fixed one
+    would refuse the second. Each axis whose size varies between batches is
+    left open, once, and the pass is traced again.
+
+    Args:
+        signature: the structure of `tf.TensorSpec`s so far, or None.
+        x: the next batch.
+
+    Returns:
+        `signature` itself when it takes `x`, a wider one otherwise.
+    """
+    specs = tf.nest.map_structure(open_batch_spec, x)
+    if signature is None:
+        return specs
+    try:
+        tf.nest.assert_same_structure(signature, specs)
+    except (TypeError, ValueError):
+        return specs  # another structure: a trace of its own
+    pairs = list(zip(tf.nest.flatten(signature), tf.nest.flatten(specs), strict=True))
+    if all(old.is_compatible_with(new) for old, new in pairs):
+        return signature
+    wider = [old.most_specific_common_supertype([new]) or new for old, new in pairs]
+    return tf.nest.pack_sequence_as(signature, wider)
 
 
 class Batches:
@@ -121,6 +157,9 @@ class Batches:
         for index, element in enumerate(self._elements()):
             if total is not None and index >= total:
                 return
+            if self.arrays is not None:
+                yield element  # `x` itself: a list of arrays is one per input
+                continue
             x, _, _ = keras.utils.unpack_x_y_sample_weight(element)
             yield x
 

@@ -1,7 +1,8 @@
 """The float64 estimate of Algorithm 2, and its all-or-nothing assignment.
 
 The rule (docs/population.md derives it): batch b of a layer, with m_b values
-per channel, batch mean μ_b and batch variance σ²_b, contributes
+in a channel (each channel its own count: a mask can hide a channel in one
+batch and not in another), batch mean μ_b and batch variance σ²_b, contributes
 
     mean     = Σ_b m_b μ_b / Σ_b m_b
     variance = Σ_b m_b c_b σ²_b / Σ_b m_b,   c_b = m_b/(m_b−1) if unbiased else 1
@@ -20,7 +21,7 @@ from keras_bn.population.report import PopulationReport
 
 
 class Accumulator:
-    """Σ m·μ, Σ m·c·σ², Σ m per BN layer, in float64 on the host.
+    """Σ m·μ, Σ m·c·σ², Σ m per BN layer and channel, in float64 on the host.
 
     Args:
         layers: the BN layers, in the order of the records.
@@ -35,7 +36,7 @@ class Accumulator:
         shapes = [tuple(layer.moving_mean.shape) for layer in layers]
         self.weighted_mean = [np.zeros(s) for s in shapes]
         self.weighted_variance = [np.zeros(s) for s in shapes]
-        self.count = [0.0 for _ in shapes]
+        self.count = [np.zeros(s) for s in shapes]
 
     @staticmethod
     def batch_is_valid(input_finite, records: Sequence[Sequence[tuple]]) -> bool:
@@ -49,26 +50,30 @@ class Accumulator:
         )
 
     def add(self, records: Sequence[Sequence[tuple]]) -> None:
-        """Adds one batch: per layer, `(mean, variance, count, finite)` per call."""
+        """Adds one batch: per layer, `(mean, variance, count, finite)` per call.
+
+        `count` is per channel; a channel the call did not see (count 0)
+        adds nothing, whatever its moments read.
+        """
         for index, calls in enumerate(records):
             for mean, variance, count, _ in calls:
-                m = float(count)
-                if m <= 0:
-                    continue  # a fully masked call holds nothing
+                m = np.reshape(np.asarray(count, np.float64), self.count[index].shape)
+                seen = m > 0
                 variance = np.asarray(variance, np.float64)
                 if self.unbiased and self.corrects[index]:
                     variance = bessel_correction(variance, m)
-                self.weighted_mean[index] += m * np.asarray(mean, np.float64)
-                self.weighted_variance[index] += m * variance
+                mean = np.asarray(mean, np.float64)
+                self.weighted_mean[index] += np.where(seen, m * mean, 0.0)
+                self.weighted_variance[index] += np.where(seen, m * variance, 0.0)
                 self.count[index] += m
 
     def estimate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """`(mean, variance)` of layer `index`; NaN when nothing reached it."""
+        """`(mean, variance)` of layer `index`; NaN in channels nothing reached."""
         m = self.count[index]
-        if m == 0:
-            nan = np.full_like(self.weighted_mean[index], np.nan)
-            return nan, nan
-        return self.weighted_mean[index] / m, self.weighted_variance[index] / m
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(m > 0, self.weighted_mean[index] / m, np.nan)
+            variance = np.where(m > 0, self.weighted_variance[index] / m, np.nan)
+        return mean, variance
 
 
 def assign_estimate(
@@ -77,8 +82,8 @@ def assign_estimate(
     """Writes each reached layer's estimate into its moving statistics.
 
     All or nothing: if an assignment raises, every variable of `layers` gets
-    its earlier value back before the error propagates. Layers that were not
-    reached keep their statistics.
+    its earlier value back before the error propagates. Layers (and channels)
+    that were not reached keep their statistics.
 
     Args:
         layers: the BN layers, in the order of `report.layers`.
@@ -89,14 +94,17 @@ def assign_estimate(
         for layer, entry in zip(layers, report.layers, strict=True):
             if not entry.reached:
                 continue
-            layer.moving_mean.assign(entry.mean.astype(layer.moving_mean.dtype))
-            layer.moving_variance.assign(
-                entry.variance.astype(layer.moving_variance.dtype)
-            )
+            # A channel no value reached keeps its statistics.
+            seen = entry.channel_counts > 0
+            mean = np.where(seen, entry.mean, np.asarray(layer.moving_mean))
+            variance = np.where(seen, entry.variance, np.asarray(layer.moving_variance))
+            layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
+            layer.moving_variance.assign(variance.astype(layer.moving_variance.dtype))
             if getattr(layer, "renorm", False):
                 # Inference reads moving_variance; training's renorm corrections
                 # track moving_stddev = √(variance + ε): keep them consistent.
                 stddev = np.sqrt(entry.variance + layer.epsilon)
+                stddev = np.where(seen, stddev, np.asarray(layer.moving_stddev))
                 layer.moving_stddev.assign(stddev.astype(layer.moving_stddev.dtype))
     except BaseException:
         for variable, value in saved:

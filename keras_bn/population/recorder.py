@@ -8,7 +8,6 @@ implemented in `keras_bn.keras_adapter`.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from keras_bn.keras_adapter import (
     call_replaced,
 )
 from keras_bn.layers import BatchNormalization
+from keras_bn.ops import channel_axes
 
 #: One call of one BN layer: (mean, variance, count, inputs finite).
 CallRecord = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
@@ -34,6 +34,25 @@ def all_finite(x: Any) -> tf.Tensor:
         if tf.as_dtype(leaf.dtype).is_floating
     ]
     return tf.reduce_all(tf.stack([tf.constant(True), *finite]))
+
+
+def channel_counts(layer: keras.layers.Layer, inputs, mask) -> tf.Tensor:
+    """The values each channel of `layer` normalizes over, float64, per channel.
+
+    A mask gains a trailing axis and is broadcast to the input (Keras' rule,
+    which `keras_bn.BatchNormalization` follows): behind `Masking` with
+    `axis=1` it varies along the channel axis, so each channel has its own
+    count, and a channel hidden in a batch counts 0 there.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    channels = channel_axes(layer.axis, inputs.shape)
+    reduced = [a for a in range(inputs.shape.rank) if a not in channels]
+    if mask is None:
+        weights = tf.ones_like(inputs, tf.float64)
+    else:
+        mask = tf.cast(tf.cast(mask, tf.bool), tf.float64)
+        weights = tf.broadcast_to(mask[..., None], tf.shape(inputs))
+    return tf.reshape(tf.reduce_sum(weights, reduced), layer.moving_mean.shape)
 
 
 class Recorder:
@@ -75,14 +94,9 @@ class Recorder:
             yield
 
     def _recording_call(self, index: int, layer: keras.layers.Layer) -> Callable:
-        channels = math.prod(layer.moving_mean.shape)
-
         def call(inputs, training=None, mask=None):
             outputs, mean, variance = call_for_batch_moments(layer, inputs, mask)
-            if mask is None:
-                count = tf.cast(tf.size(inputs), tf.float64) / channels
-            else:
-                count = tf.reduce_sum(tf.cast(mask, tf.float64))
+            count = channel_counts(layer, inputs, mask)
             finite = all_finite(inputs)
             self.records[index].append((mean, variance, count, finite))
             return outputs

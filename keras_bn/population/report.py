@@ -19,12 +19,16 @@ class LayerPopulation:
     Attributes:
         name: the layer's name.
         count: values per channel seen over the used batches (all calls of a
-            shared layer); 0 if the layer was never reached.
+            shared layer); 0 if the layer was never reached. Where a mask
+            hides channels unevenly (`Masking` before `axis=1`), the most any
+            channel saw; `channel_counts` holds each channel's.
         mean, variance: the population estimate (float64, per channel); NaN
-            where `count` is 0.
+            in channels that saw no value.
         moving_mean, moving_variance: the layer's statistics before the
             estimate (float64).
         epsilon: the layer's ε.
+        channel_counts: values seen per channel (float64, the shape of
+            `mean`); each channel is estimated from its own.
     """
 
     name: str
@@ -34,6 +38,7 @@ class LayerPopulation:
     moving_mean: np.ndarray
     moving_variance: np.ndarray
     epsilon: float
+    channel_counts: np.ndarray
 
     @classmethod
     def of_layer(
@@ -41,12 +46,14 @@ class LayerPopulation:
         layer: keras.layers.Layer,
         mean: np.ndarray,
         variance: np.ndarray,
-        count: float,
+        channel_counts: np.ndarray,
     ) -> LayerPopulation:
         """The entry of `layer` for an estimate, with the layer's current statistics."""
+        channel_counts = np.asarray(channel_counts, np.float64)
         return cls(
             name=layer.name,
-            count=count,
+            count=float(np.max(channel_counts)),
+            channel_counts=channel_counts,
             mean=mean,
             variance=variance,
             moving_mean=np.asarray(layer.moving_mean, np.float64),
@@ -61,18 +68,22 @@ class LayerPopulation:
 
     @property
     def max_mean_shift(self) -> float:
-        """max over channels of |moving_mean − mean| / √(variance + ε), in σ."""
-        sigma = np.sqrt(self.variance + self.epsilon)
-        return float(np.max(np.abs(self.moving_mean - self.mean) / sigma))
+        """max over the channels reached of |moving_mean − mean| / √(variance + ε), in σ."""
+        seen = self.channel_counts > 0
+        sigma = np.sqrt(self.variance[seen] + self.epsilon)
+        return float(np.max(np.abs(self.moving_mean[seen] - self.mean[seen]) / sigma))
 
     @property
     def variance_ratio_range(self) -> tuple[float, float]:
-        """min and max over channels of (moving_variance + ε) / (variance + ε).
+        """min and max over the channels reached of (moving_variance + ε) / (variance + ε).
 
         The ratio of the squared denominators inference uses to the ones the
         population calls for; 1 is right, and ε keeps dead channels finite.
         """
-        ratio = (self.moving_variance + self.epsilon) / (self.variance + self.epsilon)
+        seen = self.channel_counts > 0
+        ratio = (self.moving_variance[seen] + self.epsilon) / (
+            self.variance[seen] + self.epsilon
+        )
         return float(np.min(ratio)), float(np.max(ratio))
 
     def to_dict(self) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.conversion import clone_with_weights
-from keras_bn.population.batches import Batches, num_inputs, open_batch_spec
+from keras_bn.population.batches import Batches, num_inputs, relaxed_signature
 from keras_bn.population.estimate import Accumulator, assign_estimate
 from keras_bn.population.recorder import Recorder
 from keras_bn.population.report import LayerPopulation, PopulationReport
@@ -47,17 +47,19 @@ def collect(
     accumulator = Accumulator(layers, unbiased)
     used = skipped = 0
     recorder = Recorder(layers, unbiased)
-    step = None
+    step = signature = None
     with recorder.installed():
         for x in batches:
             if not all(np.shape(leaf)[0] for leaf in tf.nest.flatten(x)):
                 continue  # an empty batch holds nothing (and breaks reshapes)
             check_batch(model, x)
-            if step is None:
-                # One trace for every batch size: the batch axis is left open.
+            # One trace for every batch size (the batch axis is left open), and
+            # once more for each axis whose size varies between batches.
+            wider = relaxed_signature(signature, x)
+            if wider is not signature:
+                signature = wider
                 step = tf.function(
-                    recorder.step_function(model),
-                    input_signature=[tf.nest.map_structure(open_batch_spec, x)],
+                    recorder.step_function(model), input_signature=[signature]
                 )
             input_finite, records = step(x)
             records = [
@@ -106,10 +108,13 @@ def population_statistics(
         model: a built Keras model with `keras_bn.BatchNormalization` and/or
             `keras.layers.BatchNormalization` layers (nested models and shared
             layers included).
-        data: as `model.fit` takes `x`: a NumPy array (or a list/dict of them
-            for several inputs), a `tf.data.Dataset`, a `keras.utils.PyDataset`,
-            or an iterable of batches. Labels in `(x, y)` or `(x, y, w)`
-            elements are ignored.
+        data: as `model.fit` takes `x`: an array (NumPy, a tensor, or any
+            array-like), a list or tuple of them (one per input) or a dict
+            keyed by input name, a `tf.data.Dataset`, a
+            `keras.utils.PyDataset`, or an iterable of batches. Labels in
+            `(x, y)` or `(x, y, w)` elements are ignored. Batches may differ
+            in any size the model leaves open (sequence lengths for
+            `Input((None, 3))`).
         steps: use at most this many batches (all of them if None).
         batch_size: batch size for array data (default 32, as `fit`); must be
             None for datasets and generators, which batch themselves.
@@ -124,7 +129,8 @@ def population_statistics(
         statistics were from the estimate (mean shift in σ, variance ratio).
 
     Raises:
-        TypeError: `model` is not a Keras model, or `data` is not batches.
+        TypeError: `model` is not a Keras model, `data` is not batches, or
+            it holds strings or Python objects for a numeric input.
         ValueError: the model has no BN layer or is not built, `data` is empty
             (or no value reaches a BN) or its batches do not fit the model, an
             argument is out of range, or every batch held NaN/Inf.

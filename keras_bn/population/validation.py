@@ -67,13 +67,63 @@ def check_verbose(verbose: Any) -> int:
     return verbose
 
 
+def is_text(leaf: Any) -> bool:
+    """Whether an input array holds strings, bytes or Python objects."""
+    if isinstance(leaf, tf.Tensor):
+        return leaf.dtype == tf.string
+    return np.asarray(leaf).dtype.kind in "USO"
+
+
+def batch_leaves(model: keras.Model, inputs: list, x: Any) -> list:
+    """The arrays of batch `x` in the order of `inputs`, the model's inputs.
+
+    A dict is matched by input name, as `model.fit` matches it, whatever the
+    order the model's inputs were declared in; anything else is flattened.
+
+    Raises:
+        ValueError: a dict without an array for one of the inputs.
+    """
+    if not isinstance(x, dict):
+        return tf.nest.flatten(x)
+    names = [t.name for t in inputs]
+    missing = [name for name in names if name not in x]
+    if missing:
+        raise ValueError(
+            f"The batches of `data` do not fit model '{model.name}': a dict needs "
+            f"one array per input name {names}; missing {missing}. Received keys: "
+            f"{sorted(x)}"
+        )
+    return [x[name] for name in names]
+
+
 def check_batch(model: keras.Model, x: Any) -> None:
-    """Raises a `ValueError` when a batch cannot be the model's input."""
+    """Raises when a batch cannot be the model's input, as `fit` would take it.
+
+    Raises:
+        ValueError: the batch's arrays do not match the model's input shapes.
+        TypeError: strings or Python objects where the model takes numbers.
+    """
     try:
-        expected = [tuple(t.shape) for t in model.inputs]
+        inputs = list(model.inputs)
     except (AttributeError, ValueError):  # a subclassed model: let it say
+        inputs = None
+    leaves = tf.nest.flatten(x) if inputs is None else batch_leaves(model, inputs, x)
+    dtypes = [None] * len(leaves) if inputs is None else [t.dtype for t in inputs]
+    for leaf, dtype in zip(leaves, dtypes, strict=False):
+        takes_text = (
+            dtype is not None and keras.backend.standardize_dtype(dtype) == "string"
+        )
+        if is_text(leaf) and not takes_text:
+            raise TypeError(
+                f"`data` must hold numbers or booleans for model '{model.name}'"
+                + ("" if dtype is None else f", whose input dtype is {dtype}")
+                + ": a NumPy array, a tensor, or a list/dict of them. Received an "
+                f"array of dtype {np.asarray(leaf).dtype} and shape {np.shape(leaf)}"
+            )
+    if inputs is None:
         return
-    received = [tuple(np.shape(leaf)) for leaf in tf.nest.flatten(x)]
+    expected = [tuple(t.shape) for t in inputs]
+    received = [tuple(np.shape(leaf)) for leaf in leaves]
     fits = len(received) == len(expected) and all(
         len(r) == len(e) and all(a is None or a == b for a, b in zip(e, r, strict=True))
         for e, r in zip(expected, received, strict=True)
@@ -90,7 +140,7 @@ def check_collected(
     model: keras.Model,
     data: Any,
     steps: int | None,
-    counts: list[float],
+    counts: list[np.ndarray],
     used: int,
     skipped: int,
 ) -> None:
@@ -100,7 +150,7 @@ def check_collected(
         model: the model.
         data: the data, for the message.
         steps: the `steps` argument, for the message.
-        counts: values per channel each BN layer saw.
+        counts: values per channel each BN layer saw (an array per layer).
         used: batches used.
         skipped: batches skipped for NaN/Inf.
     """
@@ -114,7 +164,7 @@ def check_collected(
             f"Every batch of `data` held NaN or Inf ({skipped} of {skipped} skipped), "
             f"so model '{model.name}' was not changed."
         )
-    if not any(counts):
+    if not any(np.any(count > 0) for count in counts):
         raise ValueError(
             f"No value reached a BN layer of model '{model.name}' (empty batches, or "
             f"masks that hide everything), so it was not changed. Received: {used} "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from keras_bn import cli
+from keras_bn.bench.arguments import ADD_ARGUMENTS
 from keras_bn.defaults import BENCHMARKS
 
 CONVERTED = ("fold", "export", "sync")
@@ -22,6 +23,12 @@ def test_module_has_description_arguments_run_and_columns(name):
     assert all(isinstance(c, str) for c in module.COLUMNS)
     for function in ("add_arguments", "run"):
         assert callable(getattr(module, function)), function
+    # The flags the command line parses without importing the module.
+    assert module.add_arguments is ADD_ARGUMENTS[name]
+
+
+def test_every_benchmark_has_tensorflow_free_flags():
+    assert set(ADD_ARGUMENTS) == set(BENCHMARKS)
 
 
 @pytest.mark.parametrize("name", CONVERTED)

@@ -7,6 +7,7 @@ import pytest
 
 from keras_bn import cli
 from keras_bn.bench import layer, train
+from keras_bn.bench.arguments import LAYER_DEFAULT_DTYPES
 
 BENCHES = {
     "layer": (layer, ["--shapes", "8,4", "6,3,2,2:1", "--repeats", "1"]),
@@ -29,7 +30,7 @@ def test_bench_rows_have_every_column_and_finite_ratios(name):
     assert values and all(v == v and abs(v) < float("inf") for v in values)
     if module is layer:  # every dtype × mode, for each shape
         assert {(r["dtype"], r["mode"]) for r in rows} == {
-            (d, m) for d in layer.DEFAULT_DTYPES for m in layer.MODES
+            (d, m) for d in LAYER_DEFAULT_DTYPES for m in layer.MODES
         }
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import keras_bn
-from keras_bn import cli, demo
+from keras_bn import cli, defaults, demo
 from keras_bn.data import load_dataset
 from keras_bn.export import bn_layers_left
 from tests.helpers.cli import run_script as keras_bn_cli
@@ -170,14 +170,16 @@ def test_bench_forwards_its_arguments():
 
 def test_missing_model_file(tmp_path):
     result = keras_bn_cli("fold", tmp_path / "absent.keras")
-    assert_one_line_error(result, "fold", cli.EXIT_BAD_INPUT, "does not exist")
+    assert_one_line_error(result, "fold", defaults.EXIT_BAD_INPUT, "does not exist")
 
 
 def test_not_a_keras_model(tmp_path):
     fake = tmp_path / "notes.keras"
     fake.write_text("not a model")
     result = keras_bn_cli("export", fake)
-    assert_one_line_error(result, "export", cli.EXIT_BAD_INPUT, "is not a Keras model")
+    assert_one_line_error(
+        result, "export", defaults.EXIT_BAD_INPUT, "is not a Keras model"
+    )
 
 
 def test_unfoldable_model(tmp_path):
@@ -188,14 +190,14 @@ def test_unfoldable_model(tmp_path):
             path
         )
     result = keras_bn_cli("fold", path, "-o", tmp_path / "folded.keras")
-    assert_one_line_error(result, "fold", cli.EXIT_BAD_INPUT, "never been built")
+    assert_one_line_error(result, "fold", defaults.EXIT_BAD_INPUT, "never been built")
     assert not (tmp_path / "folded.keras").exists()
 
 
 def test_parity_failure(demo_run, other_model):
     out, _ = demo_run
     result = keras_bn_cli("check", other_model, out / "digits_cnn.onnx", "-q")
-    assert_one_line_error(result, "check", cli.EXIT_PARITY, "parity failure")
+    assert_one_line_error(result, "check", defaults.EXIT_PARITY, "parity failure")
     assert "FAIL" in result.stdout
 
 
@@ -203,7 +205,7 @@ def test_parity_failure_with_json_is_one_document(demo_run, other_model, capsys)
     """Issue 12: the report, then `{"error": ...}`, made `json.loads` fail."""
     out, _ = demo_run
     argv = ["check", str(other_model), str(out / "digits_cnn.onnx"), "--json", "-q"]
-    assert cli.main(argv) == cli.EXIT_PARITY
+    assert cli.main(argv) == defaults.EXIT_PARITY
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "parity_failure" and report["passed"] is False
     assert report["parity"]["max_rel_error"] > report["parity"]["tolerance"]
@@ -238,7 +240,7 @@ def test_every_subcommand_has_help_with_an_example(command, capsys):
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == defaults.EXIT_USAGE
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -315,9 +317,9 @@ def test_demo_on_a_users_npz(tmp_path, capsys):
 
 def test_json_mode_reports_errors_on_stdout(tmp_path, capsys):
     code = cli.main(["check", str(tmp_path / "absent.keras"), "x.onnx", "--json"])
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == defaults.EXIT_BAD_INPUT
     report = json.loads(capsys.readouterr().out)
-    assert report["exit_code"] == cli.EXIT_BAD_INPUT
+    assert report["exit_code"] == defaults.EXIT_BAD_INPUT
     assert "does not exist" in report["error"]
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from keras_bn import cli
+from keras_bn import defaults
 from tests.helpers.cli import run_script, stand_in_model_file
 
 
@@ -20,8 +20,8 @@ def model_file(tmp_path_factory):
 
 def outcome(result) -> dict:
     document = json.loads(result.stdout)  # "Extra data" if there are two
-    assert document["status"] == cli.errors.STATUS[result.returncode], document
-    if result.returncode != cli.EXIT_OK:
+    assert document["status"] == defaults.STATUS[result.returncode], document
+    if result.returncode != defaults.EXIT_OK:
         assert document["exit_code"] == result.returncode
         lines = result.stderr.splitlines()
         (line,) = [x for x in lines if x.startswith("keras-bn")]
@@ -32,7 +32,7 @@ def outcome(result) -> dict:
 def test_success(model_file, tmp_path):
     out = tmp_path / "folded.keras"
     result = run_script("fold", model_file, "-o", out, "--json")
-    assert result.returncode == cli.EXIT_OK, result.stderr
+    assert result.returncode == defaults.EXIT_OK, result.stderr
     assert outcome(result)["output"] == str(out)
     assert out.is_file()
 
@@ -43,7 +43,7 @@ def test_parity_failure(model_file, tmp_path):
     result = run_script(
         "fold", model_file, "-o", out, "--rtol", "0", "--atol", "0", "--json"
     )
-    assert result.returncode == cli.EXIT_PARITY, result.stderr
+    assert result.returncode == defaults.EXIT_PARITY, result.stderr
     assert outcome(result)["status"] == "parity_failure"
     assert not out.exists()
 
@@ -51,9 +51,9 @@ def test_parity_failure(model_file, tmp_path):
 @pytest.mark.parametrize(
     "argv, code",
     [
-        (["fold", "{tmp}/absent.keras"], cli.EXIT_BAD_INPUT),
-        (["export", "{model}", "-o", "{tmp}/blocker/out"], cli.EXIT_FILE_SYSTEM),
-        (["fold", "{model}", "--rtol", "lots"], cli.EXIT_USAGE),
+        (["fold", "{tmp}/absent.keras"], defaults.EXIT_BAD_INPUT),
+        (["export", "{model}", "-o", "{tmp}/blocker/out"], defaults.EXIT_FILE_SYSTEM),
+        (["fold", "{model}", "--rtol", "lots"], defaults.EXIT_USAGE),
     ],
     ids=["bad_input", "file_system_error", "usage_error"],
 )

@@ -13,6 +13,8 @@ import keras
 import pytest
 
 from keras_bn import demo
+from keras_bn.cli.commands import COMMANDS
+from keras_bn.defaults import BENCHMARKS
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 
 HEAVY = ("tensorflow", "keras", "numpy", "tqdm")
@@ -24,16 +26,31 @@ def fresh_python(code: str) -> subprocess.CompletedProcess:
     )
 
 
+COMMANDS_HELP = [[name, "--help"] for name in COMMANDS]
+BENCH_HELP = [["bench", name, "--help"] for name in BENCHMARKS]
+# Issue 17, case 14: every numeric flag is checked by argparse, before
+# TensorFlow loads; the benchmarks' flags too (they imported TensorFlow first).
+USAGE_ERRORS = [
+    [],
+    ["frobnicate"],
+    ["fold", "m.keras", "--rtol", "lots"],
+    ["fold", "m.keras", "--atol", "-1"],
+    ["demo", "--epochs", "0"],
+    ["demo", "--epochs", "-2"],
+    ["recalibrate", "m.keras", "--data", "x.npy", "--batch-size", "0"],
+    ["export", "m.keras", "--opset", "99"],
+    ["check", "m.keras", "m.onnx", "--tolerance", "-1"],
+    ["bench", "frobnicate"],
+    *(["bench", name, "--repeats", "0"] for name in BENCHMARKS),
+]
+
+
 @pytest.mark.parametrize(
     "argv, code",
-    [
-        (["--help"], 0),
-        (["--version"], 0),
-        (["export", "--help"], 0),
-        ([], 2),
-        (["frobnicate"], 2),
-        (["fold", "m.keras", "--rtol", "lots"], 2),
-    ],
+    [(["--help"], 0), (["--version"], 0)]
+    + [(argv, 0) for argv in COMMANDS_HELP + BENCH_HELP]
+    + [(argv, 2) for argv in USAGE_ERRORS],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
 )
 def test_help_and_usage_errors_import_no_tensorflow(argv, code):
     result = fresh_python(

@@ -18,15 +18,33 @@ def script() -> str:
     return found
 
 
-def run_script(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    """`keras-bn ARGS` in a subprocess, with the user's environment as it is.
+def script_environment(**changes: str | None) -> dict[str, str]:
+    """The user's environment as it is, with `changes` (`None` unsets).
 
     TensorFlow's log level is *not* set here (the test session sets one in
     `os.environ`): the command line must be quiet on its own.
     """
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_script(
+    *args, cwd=None, timeout=300, prefix=(), **env_changes: str | None
+) -> subprocess.CompletedProcess:
+    """`keras-bn ARGS` in a subprocess, with the user's environment as it is.
+
+    Args:
+        prefix: A command to run the script under (`setpriv ...`).
+        env_changes: Environment variables to set, or to unset with `None`.
+    """
+    env = script_environment(**env_changes)
     return subprocess.run(
-        [script(), *map(str, args)],
+        [*prefix, script(), *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -45,15 +45,20 @@ def _channel_axes(layer, rank: int) -> list[int]:
 
 
 def bn_train_numpy(layer, h: np.ndarray, mask: np.ndarray | None = None):
-    """One BN call in training mode, float64: (output, [(mean, var, count)] per ghost batch)."""
+    """One BN call in training mode, float64.
+
+    Returns `(output, groups)`: one `(mean, variance, count)` per ghost batch
+    (the whole batch without ghost batches), each per channel. A Keras mask
+    gains a trailing axis and is broadcast to `h`, so behind `Masking` with
+    `axis=1` each channel has its own count; a channel with count 0 has NaN
+    moments (it says nothing).
+    """
     h = np.asarray(h, np.float64)
     channels = _channel_axes(layer, h.ndim)
     reduce = tuple(a for a in range(h.ndim) if a not in channels)
     weights = np.ones(h.shape)
     if mask is not None:
-        expanded = np.asarray(mask, np.float64)
-        for a in channels:
-            expanded = np.expand_dims(expanded, a)
+        expanded = np.asarray(mask, bool)[..., None].astype(np.float64)
         weights = np.broadcast_to(expanded, h.shape)
     k = getattr(layer, "virtual_batch_size", None) or h.shape[0]
     out = np.empty_like(h)
@@ -61,7 +66,8 @@ def bn_train_numpy(layer, h: np.ndarray, mask: np.ndarray | None = None):
     for start in range(0, h.shape[0], k):
         g, w = h[start : start + k], weights[start : start + k]
         count = w.sum(axis=reduce, keepdims=True)
-        mean, variance = batch_moments(g, reduce, w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean, variance = batch_moments(g, reduce, w)
         gamma = np.asarray(layer.gamma, np.float64) if layer.scale else 1.0
         beta = np.asarray(layer.beta, np.float64) if layer.center else 0.0
         shape = [g.shape[a] if a in channels else 1 for a in range(h.ndim)]
@@ -69,20 +75,20 @@ def bn_train_numpy(layer, h: np.ndarray, mask: np.ndarray | None = None):
         out[start : start + k] = normalize(
             g, mean, variance, layer.epsilon, gamma, beta
         )
-        squeeze = np.reshape(count, -1)[0]
-        groups.append((mean.reshape(-1), variance.reshape(-1), float(squeeze)))
+        groups.append((mean.reshape(-1), variance.reshape(-1), count.reshape(-1)))
     return out.astype(np.float32), groups
 
 
 def algorithm2(
     forward: Callable, batches: Iterable[np.ndarray], unbiased: bool = True
-) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """Population mean, variance and count per BN layer name.
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Population mean, variance and count per BN layer name, each per channel.
 
-    Each batch contributes its count m_b (values per channel) as weight; a
-    layer with ghost batches contributes the average of its ghost batches'
-    statistics, each variance corrected by its own m/(m−1), as the layer's
-    moving statistics do. Equal batches give Algorithm 2 exactly.
+    Every ghost batch (the whole batch without ghost batches) of every call is
+    one term of Algorithm 2, weighted by its own count in each channel: a
+    channel's estimate is Σ n·μ / Σ n and Σ n·c·σ² / Σ n over the terms where
+    that channel saw values, c = n/(n−1) if unbiased. Equal batches give
+    Algorithm 2 exactly.
     """
     sums: dict[str, list] = {}
 
@@ -90,20 +96,19 @@ def algorithm2(
         if not isinstance(layer, keras.layers.BatchNormalization):
             return np.asarray(layer(h, training=False, **kwargs))
         out, groups = bn_train_numpy(layer, h, mask)
-        means = np.mean([mean for mean, _, _ in groups], axis=0)
-        variances = np.mean(
-            [v * (n / (n - 1) if unbiased else 1.0) for _, v, n in groups], axis=0
-        )
-        count = sum(n for _, _, n in groups)
         entry = sums.setdefault(layer.name, [0.0, 0.0, 0.0])
-        entry[0] = entry[0] + count * means
-        entry[1] = entry[1] + count * variances
-        entry[2] += count
+        for mean, variance, n in groups:
+            seen = n > 0
+            correction = n / np.maximum(n - 1, 1) if unbiased else 1.0
+            entry[0] = entry[0] + np.where(seen, n * mean, 0.0)
+            entry[1] = entry[1] + np.where(seen, n * correction * variance, 0.0)
+            entry[2] = entry[2] + n
         return out
 
     for x in batches:
         forward(x, apply)
-    return {name: (s[0] / s[2], s[1] / s[2], s[2]) for name, s in sums.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {name: (s[0] / s[2], s[1] / s[2], s[2]) for name, s in sums.items()}
 
 
 def array_batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -111,14 +116,22 @@ def array_batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def assert_matches(report, reference, rtol: float) -> None:
-    """Every reported layer's estimate equals the reference's, relative to scale."""
+    """Every reported layer's estimate equals the reference's, relative to scale.
+
+    Channels the reference saw no value in must be NaN in the report.
+    """
     assert {layer.name for layer in report.layers} == set(reference)
     for layer in report.layers:
         mean, variance, count = reference[layer.name]
-        assert layer.count == count, layer.name
-        sigma = np.sqrt(variance)
-        np.testing.assert_array_less(np.abs(layer.mean - mean), rtol * sigma + 1e-12)
-        np.testing.assert_allclose(layer.variance, variance, rtol=rtol)
+        np.testing.assert_array_equal(layer.channel_counts, count, err_msg=layer.name)
+        assert layer.count == np.max(count), layer.name
+        seen = count > 0
+        assert np.isnan(layer.mean[~seen]).all(), layer.name
+        sigma = np.sqrt(variance[seen])
+        np.testing.assert_array_less(
+            np.abs(layer.mean[seen] - mean[seen]), rtol * sigma + 1e-12
+        )
+        np.testing.assert_allclose(layer.variance[seen], variance[seen], rtol=rtol)
 
 
 def snapshot(model: keras.Model) -> list[np.ndarray]:

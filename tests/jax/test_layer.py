@@ -156,7 +156,7 @@ def test_ghost_batches_with_a_partial_last_group(rng):
     x = rng.normal(2.0, 1.5, (10, 3)).astype("float32")
     y, _, _, (moving_mean, moving_variance) = train_step(layer, x, jnp.ones(x.shape))
     expected, groups = bn_train_numpy(layer, x)
-    counts = np.array([count for _, _, count in groups])[:, None]
+    counts = np.array([count for _, _, count in groups])  # per group and channel
     assert list(counts[:, 0]) == [4.0, 4.0, 2.0]
     means = np.stack([mean for mean, _, _ in groups])
     variances = np.stack([variance for _, variance, _ in groups])

@@ -168,7 +168,7 @@ def test_moving_variance_stays_non_negative_for_constant_inputs():
         ({"axis": [0, 1]}, ValueError, "nothing to normalize"),
         ({"axis": 1.5}, TypeError, "axis"),
         ({"momentum": 1.5}, ValueError, "momentum"),
-        ({"epsilon": 0.0}, ValueError, "epsilon"),
+        ({"epsilon": -1e-3}, ValueError, "bn_under_test.*epsilon"),
         (
             {"renorm": True, "renorm_clipping": {"rmid": 1}},
             ValueError,

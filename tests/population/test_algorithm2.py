@@ -380,3 +380,46 @@ def test_population_statistics_recover_stale_moving_averages():
     keras_bn.population_statistics(model, x, batch_size=64, unbiased=False, verbose=0)
     recovered = np.abs(model.predict(x, verbose=0) - train_mode).max()
     assert recovered < 1e-4 * np.abs(train_mode).max() < stale
+
+
+def sequences_hiding_channels(seed=7):
+    """Three batches of (8, 4, 3): the second hides timesteps 2–3, the third
+    hides timestep 3 in half of its sequences (zeros, which `Masking` masks)."""
+    rng = np.random.default_rng(seed)
+    loc = np.array([1.0, 1.0, -0.8, -0.5])[None, :, None]
+    batches = [rng.normal(loc, 1.5, (8, 4, 3)).astype("float32") for _ in range(3)]
+    batches[1][:, 2:] = 0.0
+    batches[2][:4, 3] = 0.0
+    return batches
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_each_channel_is_weighted_by_its_own_count(unbiased):
+    # Masking before BN(axis=1): the mask varies along the channel axis, so a
+    # channel hidden in one batch must count 0 there, not add a mean of 0.
+    keras.utils.set_random_seed(7)
+    masking = layers.Masking(0.0)
+    ours = keras_bn.BatchNormalization(axis=1, name="ours")
+    theirs = layers.BatchNormalization(axis=1, name="theirs")
+    ghost = keras_bn.BatchNormalization(axis=1, virtual_batch_size=3, name="ghost")
+
+    def recipe(x, apply):
+        h = apply(masking, x)
+        mask = masking.compute_mask(x) if apply is keras_call else np.any(x != 0, -1)
+        for bn in (ours, theirs, ghost):
+            h = apply(bn, h, mask=mask)
+        return h
+
+    inputs = keras.Input((4, 3))
+    model = keras.Model(inputs, recipe(inputs, keras_call))
+    set_stand_in_statistics(model, seed=7)
+    batches = sequences_hiding_channels()
+    reference = algorithm2(recipe, batches, unbiased)
+    report = keras_bn.population_statistics(
+        model, iter(batches), unbiased=unbiased, verbose=0
+    )
+    assert_matches(report, reference, POPULATION_RTOL)
+    np.testing.assert_array_equal(reference["ours"][2], [72, 72, 48, 36])
+    for layer in report.layers:
+        bn = model.get_layer(layer.name)
+        np.testing.assert_array_equal(bn.moving_mean, layer.mean.astype("float32"))

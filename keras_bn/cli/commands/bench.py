@@ -3,9 +3,10 @@
 Benchmarks follow one convention (see `keras_bn.bench`): `DESCRIPTION`,
 `add_arguments(parser)`, `run(args) -> list[dict]` and `COLUMNS`. This
 command builds the benchmark's parser (with `-q` and `--json` like every
-other command), runs it and prints its rows as tables or as one JSON
-document. The module is imported only when its name is given, so listing
-the benchmarks needs no TensorFlow.
+other command) from `keras_bn.bench.arguments`, which is TensorFlow-free, so
+that `--help` and usage errors answer at once; only then is the benchmark's
+module (which loads TensorFlow) imported, run, and its rows printed as tables
+or as one JSON document.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ EPILOG = (
     + "  keras-bn bench fold --help"
 )
 
+# The benchmarks read no user file.
+INPUT_FILES: dict[str, str] = {}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=list(BENCHMARKS))
@@ -33,27 +37,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def benchmark_parser(
-    name: str, module, parser_class, json_errors: bool = False
+    name: str, parser_class, json_errors: bool = False
 ) -> argparse.ArgumentParser:
-    """`keras-bn bench NAME`'s own parser: common flags plus the module's."""
+    """`keras-bn bench NAME`'s own parser: common flags plus the benchmark's.
+
+    Built from `keras_bn.bench.arguments`, without importing the benchmark.
+    """
+    from keras_bn.bench.arguments import ADD_ARGUMENTS
+
     parser = parser_class(
         prog=f"keras-bn bench {name}",
-        description=module.DESCRIPTION,
+        description=BENCHMARKS[name],
         epilog=f"example: keras-bn bench {name} --json",
         json_errors=json_errors,
     )
     add_common(parser)
-    module.add_arguments(parser)
+    ADD_ARGUMENTS[name](parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"keras_bn.bench.{args.name}")
-    parser = benchmark_parser(
-        args.name, module, type(args.parser), args.parser.json_errors
-    )
-    options = parser.parse_args(args.args)
+    parser = benchmark_parser(args.name, type(args.parser), args.parser.json_errors)
+    options = parser.parse_args(args.args)  # help and usage errors: no TensorFlow
     args.json = options.json
+    module = importlib.import_module(f"keras_bn.bench.{args.name}")
     rows = module.run(options)
     if options.json:
         print_json({"status": "ok", "benchmark": args.name, "rows": rows})

@@ -17,6 +17,9 @@ EPILOG = (
     "  keras-bn check model.keras model_int8.tflite --quantize int8 --data digits.npz"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"model": "Keras model", "file": "exported file", "data": "data file"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_bn.data import load_images
+    from keras_bn.data import images_for_model, load_images
     from keras_bn.export import check_parity
 
     exported = existing_file(args.file, "exported file")
@@ -49,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         # the library picks them from both arrays, as the export did.
         calibration, evaluation = load_images(args.data)
     model = load_model(args.model)
+    calibration, evaluation = (
+        images_for_model(a, model) for a in (calibration, evaluation)
+    )
     with Progress(["run and compare"], quiet=args.quiet, desc="check") as progress:
         progress("run and compare")
         report = check_parity(

@@ -21,6 +21,9 @@ EPILOG = (
     "  keras-bn demo --data mnist.npz   # x_train, y_train, x_test, y_test"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"data": "data file"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

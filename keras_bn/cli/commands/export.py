@@ -31,6 +31,13 @@ EPILOG = (
     "  keras-bn export model.keras --population-data digits.npz"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {
+    "model": "Keras model",
+    "data": "data file",
+    "population_data": "data file",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
@@ -91,7 +98,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_bn.data import load_images, load_population_data
+    from keras_bn.data import images_for_model, load_images, load_population_data
     from keras_bn.export import export_files
     from keras_bn.staging import created_directories
 
@@ -102,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if args.population_data is not None:
         population_data = load_population_data(args.population_data)
     model = load_model(args.model)
+    calibration, evaluation, population_data = (
+        images_for_model(a, model) for a in (calibration, evaluation, population_data)
+    )
     out = Path(args.output) if args.output else Path(args.model).resolve().parent
     formats = list(EXPORT_FORMATS) if args.format == "all" else [args.format]
     stages = [f"export {f}" for f in formats]

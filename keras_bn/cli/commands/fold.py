@@ -20,6 +20,9 @@ EPILOG = (
     "  keras-bn fold model.keras --population-data digits.npz"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"model": "Keras model", "population_data": "data file"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
@@ -28,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         metavar="OUT.keras",
         help="default: MODEL_folded.keras next to MODEL; replaced only once "
-        "the new file is complete",
+        "the new file is complete. The folded model is a new, inference-only "
+        "model: no compile configuration or optimizer state",
     )
     parser.add_argument(
         "--rtol",
@@ -51,7 +55,7 @@ def tolerances(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_bn.data import load_population_data
+    from keras_bn.data import images_for_model, load_population_data
     from keras_bn.folding import fold_batchnorm
     from keras_bn.staging import save_model
 
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     with Progress(stages, quiet=args.quiet, desc="fold") as progress:
         progress("load")
         model = load_model(args.model)
+        population_data = images_for_model(population_data, model)
         progress("fold and verify")
         folded, report = fold_batchnorm(
             model,
@@ -83,5 +88,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(report)
-        print(f"wrote {output} ({size_text(output.stat().st_size)})")
+        print(
+            f"wrote {output} ({size_text(output.stat().st_size)}), an inference "
+            "model: no compile configuration or optimizer state"
+        )
     return EXIT_OK

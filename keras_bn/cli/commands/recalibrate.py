@@ -21,6 +21,9 @@ EPILOG = (
     "  keras-bn recalibrate model.keras --data shifted.npy --dry-run   # report only"
 )
 
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"model": "Keras model", "data": "data file"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
@@ -35,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="OUT.keras",
-        help="default: MODEL_recalibrated.keras next to MODEL",
+        help="default: MODEL_recalibrated.keras next to MODEL; everything else "
+        "MODEL holds (compile configuration, optimizer state) is kept",
     )
     parser.add_argument(
         "--batch-size",
@@ -52,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_bn import population_statistics
-    from keras_bn.data import load_population_data
+    from keras_bn.data import images_for_model, load_population_data
     from keras_bn.staging import save_model
 
     output = None
@@ -62,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     stages = ["load", "estimate"] + ([] if args.dry_run else ["save"])
     with Progress(stages, quiet=args.quiet, desc="recalibrate") as progress:
         progress("load")
-        model = load_model(args.model)
+        # Only the BN statistics change: the compile configuration and the
+        # optimizer's state (a checkpoint's Adam moments) are kept.
+        model = load_model(args.model, training_state=not args.dry_run)
+        data = images_for_model(data, model)
         progress("estimate")
         report = population_statistics(
             model,
