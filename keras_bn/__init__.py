@@ -6,6 +6,8 @@
   `convert_batchnorm` puts our layer into any model, `freeze_batchnorm` freezes
   BN for fine-tuning.
 - `keras_bn.export`: TFLite and ONNX files of the folded model, parity-checked.
+- `keras_bn.quantization`: quantization-aware training with BN folded in, for
+  int8 files judged exactly against the model (docs/quantization.md).
 
 The names are imported on first use (PEP 562), so `import keras_bn` and the
 `keras-bn` command line's help and usage errors do not import TensorFlow.
@@ -35,7 +37,7 @@ PUBLIC_NAMES = {
     "population_statistics": "keras_bn.population",
     "with_population_statistics": "keras_bn.population",
 }
-SUBMODULES = ("export",)
+SUBMODULES = ("export", "quantization")
 
 __all__ = ["__version__", *SUBMODULES, *sorted(PUBLIC_NAMES)]
 

@@ -279,3 +279,32 @@ def load_population_data(path: str | os.PathLike) -> np.ndarray:
             f"shape {loaded.shape}, dtype {loaded.dtype} in {path!r}"
         )
     return loaded
+
+
+def load_labeled(
+    path: str | os.PathLike,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """`(x_train, y_train, (x_test, y_test) or None)` of an `.npz` for training.
+
+    The training arrays are required; the test pair is optional (both or
+    neither), for validation.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: not an `.npz`, `x_train`/`y_train` missing, or an array
+            with the wrong rank, dtype or length.
+    """
+    path = os.fspath(path)
+    arrays = read_numpy_file(path)
+    if not isinstance(arrays, dict) or not {"x_train", "y_train"} <= set(arrays):
+        held = sorted(arrays) if isinstance(arrays, dict) else "one array (.npy)"
+        raise ValueError(
+            "The data file must be an .npz with x_train and y_train (x_test and "
+            f"y_test optional). Received: {held} in {path!r}"
+        )
+    x = as_images(arrays["x_train"], "x_train", path)
+    y = as_labels(arrays["y_train"], "y_train", path, len(x))
+    if "x_test" in arrays and "y_test" in arrays:
+        x_test = as_images(arrays["x_test"], "x_test", path)
+        return x, y, (x_test, as_labels(arrays["y_test"], "y_test", path, len(x_test)))
+    return x, y, None

@@ -140,4 +140,5 @@ BENCHMARKS = {
     "export": "TFLite and onnxruntime latency and size, unfolded/folded/BN-free",
     "sync": "synchronized BN on two replicas: keras_bn vs Keras' synchronized=True",
     "memory": "peak memory of `keras-bn export --format all` vs loading and one batch",
+    "qat": "digits MobileNet: float, PTQ and QAT int8 accuracy on TFLite/ONNX files",
 }

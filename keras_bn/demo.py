@@ -4,7 +4,8 @@
 normalisation is `keras_bn.BatchNormalization` under XLA (`jit_compile=True`)
 on scikit-learn's bundled 8×8 digits (no download) or on a user's `.npz`
 (`keras_bn.data`), folds it, exports TFLite (float32 and full-integer int8)
-and ONNX files, and then evaluates the Keras model, the folded model and each
+and ONNX files, fine-tunes a quantization-aware copy for one epoch and
+writes its int8 file (`keras_bn.quantization`), and then evaluates the Keras model, the folded model and each
 file *in its own runtime* on the held-out set. The result is one row per
 artefact: file size, accuracy, largest output difference from the Keras model,
 how many Batch Normalization operations survive
@@ -49,6 +50,7 @@ from keras_bn.export import (
 )
 from keras_bn.folding import FoldReport, fold_batchnorm
 from keras_bn.models import digits_cnn
+from keras_bn.quantization import fine_tune
 from keras_bn.staging import created_directories, save_model
 from keras_bn.timing import median_ms
 
@@ -270,6 +272,31 @@ def export_step(label: str, file_format: str, quantize: str | None):
     return export
 
 
+QAT_LABEL = "TFLite int8 QAT"
+#: One epoch of quantization-aware fine-tuning: the BN statistics frozen
+#: throughout (`fine_tune` frees them for all epochs but the last).
+QAT_EPOCHS = 1
+
+
+def export_qat(run: DemoRun) -> None:
+    """Fine-tunes a quantization-aware copy and writes its int8 file (exact gate)."""
+    data = run.dataset
+    result = fine_tune(
+        run.model,
+        data.x_train,
+        data.y_train,
+        epochs=QAT_EPOCHS,
+        loss="sparse_categorical_crossentropy",
+    )
+    (run.exports[QAT_LABEL],) = export_files(
+        result.model,
+        run.out,
+        stem=f"{run.name}_qat",
+        formats=["tflite"],
+        evaluation=data.x_test,
+    )
+
+
 def export_bn_free_reference(run: DemoRun) -> None:
     """Exports the BN-free network (the op-count reference) to a temporary dir."""
     bn_free = without_batchnorm(run.model)
@@ -317,7 +344,9 @@ DEMO_STEPS: tuple[tuple[str, Callable[[DemoRun], None]], ...] = (
     ("train", train),
     ("fold", fold),
     ("population statistics", compare_population),
-    *((stage, export_step(label, fmt, q)) for stage, label, fmt, q in EXPORTS),
+    *((stage, export_step(label, fmt, q)) for stage, label, fmt, q in EXPORTS[:2]),
+    ("quantization-aware training", export_qat),
+    *((stage, export_step(label, fmt, q)) for stage, label, fmt, q in EXPORTS[2:]),
     ("export BN-free reference", export_bn_free_reference),
     ("evaluate", evaluate),
 )
@@ -336,7 +365,8 @@ def run_demo(
 
     Writes into `out_dir` (created if missing, and removed again if the demo
     fails): `<name>.keras` (trained),
-    `<name>_folded.keras`, `<name>.tflite`, `<name>_int8.tflite` and
+    `<name>_folded.keras`, `<name>.tflite`, `<name>_int8.tflite`,
+    `<name>_qat.tflite` (quantization-aware, judged by the exact int8 gate) and
     `<name>.onnx`, where `<name>` is `digits_cnn` or the `.npz` file's stem
     followed by `_cnn`. Every export is parity-checked against the Keras model
     on the held-out images before it is written (`keras_bn.export`).

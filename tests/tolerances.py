@@ -100,6 +100,19 @@ CONVERSION_INFERENCE_RTOL = 1e-6
 # formula error.
 CONVERSION_GRADIENT_FLOAT64_RTOL = 1e-8
 
+# --- quantization (tests/quantization/) ---------------------------------
+# A QAT block in float32 against the same folded, rounded kernel in a float64
+# Keras layer: the rounded kernels agree exactly (both take max|w|/127 of the
+# same float32-rounded fold, and a value landing within 2^-24 of a rounding
+# boundary is unlikely at these sizes), so what is left is float32 summation
+# over at most a few dozen products: ~1e-7 of the output's scale, measured
+# ≤ 4e-7.
+QAT_BLOCK_FLOAT32_RTOL = 1e-5
+# The bias's rounding read off as the difference of two float32 outputs of
+# order 10: a few float32 ulps of those outputs (2^-20 ≈ 1e-6 each), far
+# below the rounding steps compared (≥ 1e-3 here).
+QAT_BIAS_DIFFERENCE_ATOL = 1e-4
+
 # --- JAX (tests/jax/) ---------------------------------------------------------
 # The closed-form gradient against JAX autodiff through a plain two-pass BN,
 # both in float64: two exact formulas evaluated in different orders, ~1e-16

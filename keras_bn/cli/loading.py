@@ -64,6 +64,8 @@ def load_model(path: str, *, training_state: bool = False):
     """
     import keras
 
+    import keras_bn.quantization  # noqa: F401  registers the QAT layers for loading
+
     p = existing_file(path, "Keras model")
     if p.suffix == ".keras" and not zipfile.is_zipfile(p):
         raise CommandError(

@@ -16,9 +16,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_bn.export.parity import keras_outputs
+from keras_bn.export.parity import keras_outputs, resolve_tolerance
 from keras_bn.export.parity_bounds import parity_tolerance
 from keras_bn.export.prepare import PreparedModel
+from keras_bn.export.quantized import (
+    is_quantized_model,
+    publish_quantized,
+    sync_input_steps,
+)
 from keras_bn.export.report import ExportReport
 from keras_bn.export.staging import publish_checked
 
@@ -36,6 +41,7 @@ def export_checked(
     x: np.ndarray,
     quantize: str | None = None,
     details: dict[str, Any] | None = None,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Converts, checks and publishes one file; the caller validated.
 
@@ -48,6 +54,9 @@ def export_checked(
         x: The validated parity inputs.
         quantize: The quantization, which picks the error model's bound.
         details: Format-specific facts for the report.
+        tolerance: The scale-relative bound to hold the file to instead of
+            the error model's (`None`); a quantization-aware model's int8
+            file is judged by the exact gate whatever it is.
 
     Returns:
         The `ExportReport` of the published file.
@@ -55,10 +64,24 @@ def export_checked(
     Raises:
         ParityError: The file does not match the reference; nothing is written.
     """
+    if is_quantized_model(prepared.reference):
+        # The simulation must round each bias on its input's current grid.
+        sync_input_steps(prepared.reference)
     write = convert(prepared.exported)
-    reference = keras_outputs(prepared.reference, x)
-    tolerance = parity_tolerance(prepared.reference, quantize)
-    parity, histogram, file_size = publish_checked(path, write, x, reference, tolerance)
+    if is_quantized_model(prepared.reference):
+        # Its int8 file is judged in steps of its own simulation.
+        parity, histogram, file_size = publish_quantized(
+            path, write, x, prepared.reference
+        )
+    else:
+        reference = keras_outputs(prepared.reference, x)
+        if tolerance is None:
+            tolerance = parity_tolerance(prepared.reference, quantize)
+        else:
+            tolerance = resolve_tolerance(prepared.reference, tolerance, quantize)
+        parity, histogram, file_size = publish_checked(
+            path, write, x, reference, tolerance
+        )
     return ExportReport(
         path=path,
         format=file_format,

@@ -69,11 +69,15 @@ class PlannedFile:
     x: np.ndarray
     calibration: np.ndarray | None = None
 
-    def write(self, prepared, quantize: str | None, opset: int) -> ExportReport:
+    def write(
+        self, prepared, quantize: str | None, opset: int, tolerance: float | None = None
+    ) -> ExportReport:
         """Converts, checks and stages this file (`export_checked`)."""
         if self.file_format == "tflite":
-            return write_tflite(prepared, self.path, quantize, self.calibration, self.x)
-        return write_onnx(prepared, self.path, opset, self.x)
+            return write_tflite(
+                prepared, self.path, quantize, self.calibration, self.x, tolerance
+            )
+        return write_onnx(prepared, self.path, opset, self.x, tolerance)
 
 
 def plan_files(
@@ -132,6 +136,7 @@ def export_files(
     opset: int = DEFAULT_OPSET,
     population_data: Any = None,
     on_format: Callable[[str], None] | None = None,
+    tolerance: float | None = None,
 ) -> list[ExportReport]:
     """Exports `model` to each format in `directory`: all files, or none.
 
@@ -159,6 +164,9 @@ def export_files(
             re-estimated (on a copy) before folding; estimated and folded once,
             every format is converted from the same folded model.
         on_format: Called with each format as its export starts (progress).
+        tolerance: The scale-relative bound every file must meet instead of
+            `keras_bn.export.parity_bounds`' (`to_tflite`); a
+            quantization-aware model's files are judged by the exact gate.
 
     Returns:
         One `ExportReport` per format.
@@ -178,5 +186,5 @@ def export_files(
         for plan in plans:
             if on_format is not None:
                 on_format(plan.file_format)
-            reports.append(plan.write(prepared, quantize, opset))
+            reports.append(plan.write(prepared, quantize, opset, tolerance))
     return reports

@@ -45,6 +45,7 @@ from keras_bn.export.prepare import (
     parity_inputs,
     prepare_model,
 )
+from keras_bn.export.quantized import is_quantized_model, quantize_onnx_weights
 from keras_bn.export.report import ExportReport
 from keras_bn.staging import validate_destination
 
@@ -127,6 +128,7 @@ def to_onnx(
     opset: int = DEFAULT_OPSET,
     inputs: np.ndarray | None = None,
     population_data: Any = None,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Folds `model`'s BatchNormalization layers and writes an ONNX file.
 
@@ -153,6 +155,9 @@ def to_onnx(
             the population statistics are re-estimated on a copy of `model`
             before folding; the file then carries them, and parity is checked
             against that recalibrated copy. `model` itself is untouched.
+        tolerance: The scale-relative bound the file must meet, instead of
+            `keras_bn.export.parity_bounds`'. A quantization-aware model's QDQ
+            file is judged by the exact int8 gate instead.
 
     Returns:
         An `ExportReport`: path, file size, op histogram, parity, fold report.
@@ -174,7 +179,7 @@ def to_onnx(
     path = validate_destination(path, ".onnx")
     x = onnx_inputs(model, opset, inputs)
     prepared = prepare_model(model, fold=fold, population_data=population_data)
-    return write_onnx(prepared, path, opset, x)
+    return write_onnx(prepared, path, opset, x, tolerance)
 
 
 def onnx_inputs(
@@ -197,13 +202,19 @@ def onnx_inputs(
 
 
 def write_onnx(
-    prepared: PreparedModel, path: str, opset: int, x: np.ndarray
+    prepared: PreparedModel,
+    path: str,
+    opset: int,
+    x: np.ndarray,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Converts the prepared model to a checked ONNX file at `path`."""
     spec = input_spec(prepared.reference)
 
     def convert(exported: keras.Model):
         proto = convert_to_onnx(exported, spec, opset)
+        if is_quantized_model(exported):
+            quantize_onnx_weights(proto)  # QDQ ONNX with int8 weights
         return lambda tmp: onnx.save(proto, tmp)
 
     return export_checked(
@@ -217,4 +228,5 @@ def write_onnx(
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx.__version__,
         },
+        tolerance=tolerance,
     )

@@ -23,6 +23,7 @@ from keras_bn.folding.verification import random_batch
 from keras_bn.keras_adapter import iter_layers
 from keras_bn.keras_objects import check_model
 from keras_bn.population import with_population_statistics
+from keras_bn.quantization import is_quantized_model
 
 # int8 parity is judged on samples the calibration did not see
 # (`keras_bn.export.parity_bounds`); without a separate evaluation set, one
@@ -107,6 +108,16 @@ def prepare_model(
     """
     if not isinstance(fold, bool):
         raise TypeError(f"`fold` must be True or False. Received: fold={fold!r}")
+    if is_quantized_model(model):
+        if population_data is not None:
+            raise ValueError(
+                f"Model '{model.name}' is quantization-aware: its BN statistics "
+                "are folded into its int8 simulation; re-estimate them with "
+                "`keras_bn.population_statistics` before freezing, not at export. "
+                "Received: population_data"
+            )
+        # Its inference path holds no BN: the model is its own file's simulation.
+        return PreparedModel(model, model)
     if fold:
         reference, folded, report = recalibrate_and_fold(model, population_data)
         return PreparedModel(reference, folded, report, report.population)

@@ -35,6 +35,9 @@ class ParityReport:
             column), the fraction of rows whose argmax agrees; `None` otherwise.
         tolerance: The scale-relative tolerance the export was held to, or
             `None` when the report was made by `check_parity` alone.
+        steps: For the int8 file of a quantization-aware model, the exact
+            gate it was held to instead (`keras_bn.quantization.gate.StepReport.to_dict`):
+            its outputs in quantization steps from the model's simulation.
     """
 
     path: str
@@ -46,10 +49,13 @@ class ParityReport:
     reference_scale: float
     top1_agreement: float | None = None
     tolerance: float | None = None
+    steps: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool | None:
-        """Whether `max_rel_error <= tolerance`; `None` without a tolerance."""
+        """Whether `max_rel_error <= tolerance` (or the exact gate passed); `None` without either."""
+        if self.steps is not None:
+            return bool(self.steps["passed"])
         if self.tolerance is None:
             return None
         return self.max_rel_error <= self.tolerance
@@ -141,6 +147,8 @@ class ExportReport:
             f"  parity vs Keras on {p.input_shape}: max abs {p.max_abs_error:.3e}, "
             f"max rel {p.max_rel_error:.3e}{tol}",
         ]
+        if p.steps is not None:
+            lines.append(f"  exact int8 gate: {p.steps['summary']}")
         if p.top1_agreement is not None:
             lines.append(f"  top-1 agreement with Keras: {p.top1_agreement:.2%}")
         if self.fold_report is not None:
@@ -158,6 +166,14 @@ class ParityError(RuntimeError):
 
     def __init__(self, report: ParityReport, destination: str):
         self.report = report
+        if report.steps is not None:
+            super().__init__(
+                f"The exported {report.format} int8 file does not compute what its "
+                f"quantization-aware model simulates: {report.steps['summary']} "
+                f"(rule: {report.steps['rule']}). Nothing was written to "
+                f"{destination!r}."
+            )
+            return
         super().__init__(
             f"The exported {report.format} model does not match the Keras model: "
             f"max relative error {report.max_rel_error:.3e} (max absolute "

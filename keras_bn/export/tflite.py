@@ -31,6 +31,11 @@ from keras_bn.export.prepare import (
     prepare_model,
     split_int8_data,
 )
+from keras_bn.export.quantized import (
+    check_quantize_for,
+    convert_quantized_tflite,
+    is_quantized_model,
+)
 from keras_bn.export.report import ExportReport
 from keras_bn.staging import validate_destination
 
@@ -49,6 +54,8 @@ def convert_to_tflite(
     representative_data: np.ndarray | None = None,
 ) -> bytes:
     """The TFLite flatbuffer of `model`, optionally quantized."""
+    if is_quantized_model(model):
+        return convert_quantized_tflite(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -114,6 +121,7 @@ def to_tflite(
     representative_data: np.ndarray | None = None,
     inputs: np.ndarray | None = None,
     population_data: Any = None,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Folds `model`'s BatchNormalization layers and writes a TFLite file.
 
@@ -147,6 +155,11 @@ def to_tflite(
             the population statistics are re-estimated on a copy of `model`
             before folding; the file then carries them, and parity is checked
             against that recalibrated copy. `model` itself is untouched.
+        tolerance: The scale-relative bound the file must meet, instead of
+            `keras_bn.export.parity_bounds`' (for an int8 file whose float
+            bound refuses a file you accept). A quantization-aware model's
+            file is judged by the exact int8 gate instead
+            (docs/quantization.md).
 
     Returns:
         An `ExportReport`. For int8, `report.parity.top1_agreement` is the
@@ -170,7 +183,7 @@ def to_tflite(
     path = validate_destination(path, ".tflite")
     calibration, x = tflite_inputs(model, quantize, representative_data, inputs)
     prepared = prepare_model(model, fold=fold, population_data=population_data)
-    return write_tflite(prepared, path, quantize, calibration, x)
+    return write_tflite(prepared, path, quantize, calibration, x, tolerance)
 
 
 def tflite_inputs(
@@ -185,6 +198,12 @@ def tflite_inputs(
         TypeError, ValueError: as `to_tflite` (the model, `quantize`, data).
     """
     input_spec(model)
+    if is_quantized_model(model):
+        check_quantize_for(model, quantize)
+        # Nothing is calibrated: any inputs judge the file, data first.
+        return None, parity_inputs(
+            model, representative_data if inputs is None else inputs
+        )
     validate_quantize(model, quantize, representative_data)
     if quantize == "int8":
         split = split_int8_data(model, representative_data, inputs)
@@ -198,8 +217,10 @@ def write_tflite(
     quantize: str | None,
     calibration: np.ndarray | None,
     x: np.ndarray,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Converts the prepared model to a checked TFLite file at `path`."""
+    quantize = check_quantize_for(prepared.reference, quantize)
     return export_checked(
         prepared,
         path,
@@ -210,4 +231,5 @@ def write_tflite(
         x=x,
         quantize=quantize,
         details={"tensorflow": tf.__version__},
+        tolerance=tolerance,
     )

@@ -30,6 +30,7 @@ DEMO_FORMATS = [
     "Keras folded",
     "TFLite float32",
     "TFLite int8",
+    "TFLite int8 QAT",
     "ONNX float32",
 ]
 
@@ -80,6 +81,7 @@ def test_demo_writes_every_file_and_prints_the_table(demo_run):
         "digits_cnn_folded.keras",
         "digits_cnn.tflite",
         "digits_cnn_int8.tflite",
+        "digits_cnn_qat.tflite",
         "digits_cnn.onnx",
     ]:
         assert (out / name).stat().st_size > 0, name

@@ -6,4 +6,4 @@ destination → what the file is) for the files checked before `run`; none
 imports TensorFlow at import.
 """
 
-COMMANDS = ("demo", "fold", "recalibrate", "export", "check", "bench")
+COMMANDS = ("demo", "fold", "recalibrate", "qat", "export", "check", "bench")

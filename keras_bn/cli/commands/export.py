@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_bn.argument_types import int_between
+from keras_bn.argument_types import int_between, non_negative_float
 from keras_bn.cli.arguments import add_population_data
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import load_model
@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fold", action="store_true", help="export the model as it is, BN included"
     )
+    parser.add_argument(
+        "--tolerance",
+        type=non_negative_float,
+        help="max relative error allowed, as `check` takes it (default: the bound "
+        "of keras_bn.export.parity_bounds; a QAT model's int8 files are judged "
+        "by the exact gate instead)",
+    )
     add_population_data(parser)
 
 
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             opset=args.opset,
             population_data=population_data,
             on_format=lambda file_format: progress(f"export {file_format}"),
+            tolerance=args.tolerance,
         )
     if args.json:
         print_json({"status": "ok", "exports": reports})

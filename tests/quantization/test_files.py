@@ -1,0 +1,143 @@
+"""Int8 TFLite and QDQ ONNX files of QAT models, judged by the exact gate."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_bn
+from keras_bn.export import (
+    BATCHNORM_OP_TYPES,
+    ParityError,
+    load_runtime,
+    to_onnx,
+    to_tflite,
+)
+from keras_bn.export.quantized import convert_quantized_tflite, float_ops
+from keras_bn.quantization import quantize_model
+from keras_bn.quantization.gate import MAX_STEPS, output_step, step_report
+from tests.helpers.folding import set_statistics
+from tests.quantization.test_quantize_model import (
+    residual_concat_model,
+    sequential_model,
+)
+
+
+def depthwise_dense_model():
+    """Depthwise-BN-ReLU6 then a Dense-BN-ReLU head and Dense logits (no softmax)."""
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.DepthwiseConv2D(3, use_bias=False)(inputs)
+    x = keras_bn.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(8)(x)
+    x = keras_bn.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    return keras.Model(inputs, keras.layers.Dense(4)(x))
+
+
+MODELS = {
+    "sequential_softmax": sequential_model,
+    "residual_concat": residual_concat_model,
+    "depthwise_dense": depthwise_dense_model,
+}
+
+
+def trained_qat(factory, weights, rng):
+    model = factory()
+    set_statistics(model, rng)
+    shape = model.input_shape[1:]
+    x = rng.normal(size=(48, *shape)).astype("float32")
+    qat = quantize_model(model, weights=weights, calibration_data=x)
+    qat.compile("adam", "mse")
+    y = rng.normal(size=(48, *model.output_shape[1:]))
+    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    return qat, rng.normal(size=(32, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    ("name", "weights"),
+    [
+        ("residual_concat", "per_channel"),
+        ("residual_concat", "per_tensor"),
+        ("sequential_softmax", "per_channel"),
+        ("depthwise_dense", "per_tensor"),
+    ],
+)
+def test_tflite_and_onnx_files_are_the_simulation(name, weights, rng, tmp_path):
+    qat, x = trained_qat(MODELS[name], weights, rng)
+    simulated = qat(x, training=False).numpy()
+    step = output_step(qat)
+    tflite = to_tflite(qat, tmp_path / "m.tflite", quantize="int8", inputs=x)
+    onnx_report = to_onnx(qat, tmp_path / "m.onnx", inputs=x)
+    assert float_ops((tmp_path / "m.tflite").read_bytes()) == []
+    ops = onnx_report.op_histogram
+    assert (
+        ops["QuantizeLinear"] >= 2 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    )
+    for report in (tflite, onnx_report):
+        assert report.quantize == "int8" or report.format == "onnx"
+        assert not BATCHNORM_OP_TYPES & set(report.op_histogram)
+        assert report.parity.steps["passed"], report.parity.steps["summary"]
+        # The gate's verdict, recomputed from the file independently of the export.
+        outputs = load_runtime(report.path)(x)
+        independent = step_report(simulated, outputs, step)
+        assert independent.passed and independent.max_steps <= MAX_STEPS
+
+
+def test_int8_input_and_output(rng, tmp_path):
+    qat, x = trained_qat(depthwise_dense_model, "per_channel", rng)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(convert_quantized_tflite(qat, int8_io=True))
+    runtime = load_runtime(path)
+    assert runtime.input["dtype"] == np.int8 and runtime.output["dtype"] == np.int8
+    report = step_report(qat(x, training=False).numpy(), runtime(x), output_step(qat))
+    assert report.passed, report.describe()
+
+
+def test_a_file_off_its_simulation_is_refused(rng, tmp_path, monkeypatch):
+    qat, x = trained_qat(depthwise_dense_model, "per_channel", rng)
+    # A file converted before the head's kernel changed by 10%, as a wrong
+    # weight scale would: the gate names it, nothing is written.
+    flatbuffer = convert_quantized_tflite(qat)
+    kernel = qat.layers[-1].linear.kernel
+    kernel.assign(kernel.numpy() * 1.1)
+    import keras_bn.export.tflite as tflite_module
+
+    monkeypatch.setattr(
+        tflite_module, "convert_quantized_tflite", lambda model: flatbuffer
+    )
+    with pytest.raises(ParityError, match="quantization-aware model simulates"):
+        to_tflite(qat, tmp_path / "m.tflite", inputs=x)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_gate_catches_a_wrong_scale(rng):
+    qat, x = trained_qat(depthwise_dense_model, "per_channel", rng)
+    simulated = qat(x, training=False).numpy()
+    step = output_step(qat)
+    assert not step_report(simulated, simulated * 1.05, step).passed
+    assert step_report(simulated, simulated + step, step).passed
+
+
+def test_export_tolerance_replaces_the_float_bound(rng, tmp_path):
+    # A float model's int8 file refused by the error model's bound is written
+    # when the caller accepts a larger error, and refused below it.
+    model = depthwise_dense_model()
+    set_statistics(model, rng)
+    x = rng.normal(size=(64, 6, 6, 3)).astype("float32")
+    with pytest.raises(ParityError):
+        to_tflite(
+            model,
+            tmp_path / "a.tflite",
+            quantize="int8",
+            representative_data=x,
+            tolerance=1e-9,
+        )
+    report = to_tflite(
+        model,
+        tmp_path / "b.tflite",
+        quantize="int8",
+        representative_data=x,
+        tolerance=0.5,
+    )
+    assert report.parity.tolerance == 0.5 and report.parity.passed
