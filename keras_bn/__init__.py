@@ -15,6 +15,10 @@ Keras can still load a `.keras` file holding our layer in a process that only
 did `import keras_bn`: the layer registers itself for deserialization when
 `keras_bn.layers` is imported, and that happens as soon as Keras is (now, if
 Keras already is).
+
+Importing keras_bn before TensorFlow sets `keras_bn.defaults.TENSORFLOW_ENVIRONMENT`
+(oneDNN on, so `channels_first` convolutions run on every CPU), except the
+variables the user set; once TensorFlow is loaded it is left alone.
 """
 
 from __future__ import annotations
@@ -22,9 +26,16 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 
+from keras_bn.defaults import TENSORFLOW_ENVIRONMENT
+
 __version__ = "0.1.0"
+
+if "tensorflow" not in sys.modules:
+    for _name, _value in TENSORFLOW_ENVIRONMENT.items():
+        os.environ.setdefault(_name, _value)
 
 # Public name -> the module that owns it.
 PUBLIC_NAMES = {

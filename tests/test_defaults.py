@@ -3,6 +3,7 @@ the command line and the benchmarks all read."""
 
 import ast
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,29 @@ def test_no_module_copies_a_set_of_choices(choices):
         if path.name != "defaults.py" and choices in tuple_literals(path)
     ]
     assert not copies, f"{choices} is written out again in {copies}"
+
+
+@pytest.mark.parametrize(
+    ("preamble", "user_value", "expected"),
+    [
+        ("", None, "1"),  # a library user who never heard of oneDNN
+        ("", "0", "0"),  # the user's choice stands
+        ("import tensorflow\n", None, None),  # too late to change: left alone
+    ],
+)
+def test_importing_keras_bn_sets_the_tensorflow_environment_first(
+    preamble, user_value, expected
+):
+    """Issue 17, case 7: `channels_first` folds need oneDNN on CPUs without
+    AVX-512, so `import keras_bn` sets it unless the user chose or TF is loaded."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if user_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_value
+    code = preamble + (
+        "import os, keras_bn\nprint(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == str(expected)

@@ -28,7 +28,6 @@ from keras_bn.defaults import (
     EXIT_STDOUT_CLOSED,
     EXIT_USAGE,
     STATUS,
-    TENSORFLOW_ENVIRONMENT,
 )
 
 DESCRIPTION = (
@@ -146,13 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     `EXIT_INTERNAL`. A closed stdout (`| head`) ends the command quietly with
     `EXIT_STDOUT_CLOSED`, keeping the files it wrote.
 
-    Before TensorFlow loads, `keras_bn.defaults.TENSORFLOW_ENVIRONMENT` is set
-    (oneDNN, for `channels_first` convolutions on every CPU), except the
-    variables the user set.
+    Before TensorFlow loads, `import keras_bn` has set
+    `keras_bn.defaults.TENSORFLOW_ENVIRONMENT` (oneDNN, for `channels_first`
+    convolutions on every CPU), except the variables the user set.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    for name, value in TENSORFLOW_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
     # Export needs TensorFlow: whatever KERAS_BACKEND says, the commands run on
     # it (`bench NAME --backend jax` sets its own, docs/jax.md).

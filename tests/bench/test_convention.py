@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_bn import cli
+from keras_bn import cli, defaults
 from keras_bn.bench.arguments import ADD_ARGUMENTS
 from keras_bn.defaults import BENCHMARKS
 
@@ -45,7 +45,7 @@ def test_help_shows_the_common_flags_under_the_subcommand(name, capsys):
 def test_a_bad_value_is_a_usage_error(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", name, "--repeats", "0"])
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == defaults.EXIT_USAGE
     assert "must be at least 1" in capsys.readouterr().err
 
 

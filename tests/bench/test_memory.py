@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from keras_bn import cli
+from keras_bn import cli, defaults
 from keras_bn.bench import memory
 from keras_bn.bench.memory import peak_rss_mb
 
@@ -23,7 +23,7 @@ def test_help_shows_the_common_flags_under_the_subcommand(capsys):
 def test_a_size_below_the_applications_minimum_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "memory", "--sizes", "16"])
-    assert exit_info.value.code == cli.EXIT_USAGE
+    assert exit_info.value.code == defaults.EXIT_USAGE
     assert "must be at least 32" in capsys.readouterr().err
 
 

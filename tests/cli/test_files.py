@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_bn import cli
+from keras_bn import cli, defaults
 from tests.helpers.cli import stand_in_model_file
 
 
@@ -40,12 +40,12 @@ def test_fold_over_a_valid_file_on_a_full_disk_keeps_it(
     model_file, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "out.keras"
-    assert cli.main(["fold", str(model_file), "-o", str(out), "-q"]) == cli.EXIT_OK
+    assert cli.main(["fold", str(model_file), "-o", str(out), "-q"]) == defaults.EXIT_OK
     before = out.read_bytes()
     capsys.readouterr()
     monkeypatch.setattr(keras.Model, "save", fail_half_way)
     code = cli.main(["fold", str(model_file), "-o", str(out), "-q"])
-    assert code == cli.EXIT_FILE_SYSTEM
+    assert code == defaults.EXIT_FILE_SYSTEM
     line = one_error_line(capsys.readouterr().err, "fold")
     assert "No space left on device" in line and f"{str(out)!r}" in line
     assert out.read_bytes() == before
@@ -62,7 +62,7 @@ def test_recalibrate_on_a_full_disk_writes_nothing(
     monkeypatch.setattr(keras.Model, "save", fail_half_way)
     out = tmp_path / "recalibrated.keras"
     argv = ["recalibrate", str(model_file), "--data", str(data), "-o", str(out)]
-    assert cli.main([*argv, "-q"]) == cli.EXIT_FILE_SYSTEM
+    assert cli.main([*argv, "-q"]) == defaults.EXIT_FILE_SYSTEM
     assert "No space left" in one_error_line(capsys.readouterr().err, "recalibrate")
     assert os.listdir(tmp_path) == ["x.npy"]
 
@@ -75,7 +75,7 @@ def test_a_failed_export_leaves_no_directory(model_file, tmp_path, capsys):
         ["export", str(model_file), "--format", "onnx", "--data", str(misshapen)]
         + ["-o", str(target), "-q"]
     )
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == defaults.EXIT_BAD_INPUT
     assert "shape" in one_error_line(capsys.readouterr().err, "export")
     assert os.listdir(tmp_path) == ["misshapen.npy"]
 
@@ -86,6 +86,6 @@ def test_an_output_path_through_a_file_is_a_file_system_error(
     blocker = tmp_path / "a"
     blocker.write_text("a file where a directory should be")
     code = cli.main(["export", str(model_file), "-o", str(blocker / "b"), "-q"])
-    assert code == cli.EXIT_FILE_SYSTEM
+    assert code == defaults.EXIT_FILE_SYSTEM
     one_error_line(capsys.readouterr().err, "export")
     assert blocker.read_text() == "a file where a directory should be"
