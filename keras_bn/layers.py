@@ -300,43 +300,30 @@ class BatchNormalization(keras.layers.BatchNormalization):
             input_shape[a] if a in axes else 1 for a in range(len(input_shape))
         ]
 
+    def _add_float32_weight(self, name, shape, initializer, **options):
+        """One weight as Keras' layer adds it: float32 even under a mixed policy."""
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, autocast=False, **options
+        )
+
     def _build_weights(self, shape):
         # Same names, order, initializers and flags as Keras' layer, so
         # weights transfer both ways and checkpoints line up.
-        if self.scale:
-            self.gamma = self.add_weight(
-                shape=shape,
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                trainable=True,
-                autocast=False,
-            )
-        if self.center:
-            self.beta = self.add_weight(
-                shape=shape,
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                trainable=True,
-                autocast=False,
-            )
-        self.moving_mean = self.add_weight(
-            shape=shape,
-            name="moving_mean",
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
-        )
-        self.moving_variance = self.add_weight(
-            shape=shape,
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-        )
+        for flag, name in ((self.scale, "gamma"), (self.center, "beta")):
+            if flag:
+                weight = self._add_float32_weight(
+                    name,
+                    shape,
+                    getattr(self, f"{name}_initializer"),
+                    regularizer=getattr(self, f"{name}_regularizer"),
+                    constraint=getattr(self, f"{name}_constraint"),
+                    trainable=True,
+                )
+                setattr(self, name, weight)
+        for name in ("moving_mean", "moving_variance"):
+            initializer = getattr(self, f"{name}_initializer")
+            weight = self._add_float32_weight(name, shape, initializer, trainable=False)
+            setattr(self, name, weight)
         if self.renorm:
             self._build_renorm_weights(shape)
 
@@ -348,27 +335,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
             fresh = _clone_initializer(self.moving_variance_initializer)
             return keras.ops.sqrt(fresh(shape, dtype=dtype))
 
-        self.moving_stddev = self.add_weight(
-            shape=shape,
-            name="moving_stddev",
-            initializer=moving_stddev_initializer,
-            trainable=False,
-            autocast=False,
-        )
-        self.renorm_mean = self.add_weight(
-            shape=shape,
-            name="renorm_mean",
-            initializer=_clone_initializer(self.moving_mean_initializer),
-            trainable=False,
-            autocast=False,
-        )
-        self.renorm_stddev = self.add_weight(
-            shape=shape,
-            name="renorm_stddev",
-            initializer=moving_stddev_initializer,
-            trainable=False,
-            autocast=False,
-        )
+        initializers = {
+            "moving_stddev": moving_stddev_initializer,
+            "renorm_mean": _clone_initializer(self.moving_mean_initializer),
+            "renorm_stddev": moving_stddev_initializer,
+        }
+        for name, initializer in initializers.items():
+            weight = self._add_float32_weight(name, shape, initializer, trainable=False)
+            setattr(self, name, weight)
 
     def compute_output_shape(self, input_shape):
         self._channel_axes(input_shape)
