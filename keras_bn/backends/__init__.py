@@ -8,7 +8,13 @@ compiles everything), and summing over replicas (`tf.distribute`'s
 all-reduce; under JAX's `keras.distribution` the program is global, so the
 sums already are). Each supported backend has one module here with the same
 four functions: `compile_stage`, `with_gradient`, `cross_replica_sum` and
-`combine_replicas`.
+`combine_replicas`. The contract of `with_gradient`, which both keep:
+
+    with_gradient(forward, backward, x, gamma, beta, consts)
+
+returns `forward(x, gamma, beta, consts)`, differentiable in `x`, `gamma` and
+`beta` by `backward(dy, x, gamma, beta, consts) -> (dx, dgamma, dbeta)`;
+`consts` (a tuple of arrays, or `None`) get no gradient.
 
 The module is imported on first use, so a process on JAX never imports
 TensorFlow.

@@ -25,21 +25,11 @@ def compile_stage(stage: Callable, rank: int) -> Callable:
 
 
 def with_gradient(forward: Callable, backward: Callable, x, gamma, beta, consts):
-    """`forward(x, gamma, beta, consts)` whose gradient is `backward`.
+    """`forward` with the closed-form gradient `backward` (`keras_bn.backends`' contract).
 
     Every array goes in as an argument, none is closed over, so `jax.grad`,
     `jax.jit` and sharded inputs see a pure function; `consts` get a zero
     cotangent.
-
-    Args:
-        forward: returns the output from `(x, gamma, beta, consts)`.
-        backward: returns `(dx, dgamma, dbeta)` from `(dy, x, gamma, beta,
-            consts)`.
-        x, gamma, beta: the differentiated inputs.
-        consts: a tuple of arrays (or `None`) that get no gradient.
-
-    Returns:
-        `forward`'s output, differentiable by `backward`.
     """
 
     @jax.custom_vjp

@@ -38,18 +38,7 @@ def compile_stage(stage: Callable, rank: int) -> Callable:
 
 
 def with_gradient(forward: Callable, backward: Callable, x, gamma, beta, consts):
-    """`forward(x, gamma, beta, consts)` whose gradient is `backward`.
-
-    Args:
-        forward: returns the output from `(x, gamma, beta, consts)`.
-        backward: returns `(dx, dgamma, dbeta)` from `(dy, x, gamma, beta,
-            consts)`.
-        x, gamma, beta: the differentiated inputs.
-        consts: a tuple of tensors (or `None`) that get no gradient.
-
-    Returns:
-        `forward`'s output, differentiable by `backward`.
-    """
+    """`forward` with the closed-form gradient `backward` (`keras_bn.backends`' contract)."""
 
     @tf.custom_gradient
     def normalize(x, gamma, beta):
