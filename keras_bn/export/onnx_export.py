@@ -150,11 +150,10 @@ def to_onnx(
         opset: ONNX opset, `MIN_OPSET` to `MAX_OPSET` (13 to 18).
         inputs: Float32 inputs for the parity check, batch first. Defaults to
             8 seeded standard-normal samples.
-        population_data: Batches (an array, a `tf.data.Dataset` or an
-            iterable, as `keras_bn.population_statistics` takes them) on which
-            the population statistics are re-estimated on a copy of `model`
-            before folding; the file then carries them, and parity is checked
-            against that recalibrated copy. `model` itself is untouched.
+        population_data: Data as `model.fit` takes `x`: the BN statistics
+            are re-estimated on it (`keras_bn.with_population_statistics`, on
+            a copy; `model` is untouched) before folding, and the file is
+            checked against that copy.
         tolerance: The scale-relative bound the file must meet, instead of
             `keras_bn.export.parity_bounds`'. A quantization-aware model's QDQ
             file is judged by the exact int8 gate instead.
