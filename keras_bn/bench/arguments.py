@@ -204,6 +204,21 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_qat_arguments(parser: argparse.ArgumentParser) -> None:
+    """`keras-bn bench qat`'s flags: the study's settings."""
+    parser.add_argument("--epochs", type=positive_int, default=15, help="float epochs")
+    parser.add_argument(
+        "--qat-epochs", type=positive_int, default=3, help="QAT fine-tuning epochs"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--epsilon", type=float, default=1e-5, help="the BN layers' epsilon"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-2, help="float training's"
+    )
+
+
 ADD_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "layer": add_layer_arguments,
     "train": add_train_arguments,
@@ -211,4 +226,5 @@ ADD_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "export": add_export_arguments,
     "sync": add_sync_arguments,
     "memory": add_memory_arguments,
+    "qat": add_qat_arguments,
 }

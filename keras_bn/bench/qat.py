@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 import keras_bn
-from keras_bn.argument_types import positive_int
+from keras_bn.bench.arguments import add_qat_arguments
 from keras_bn.data import Dataset, digits
 from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 DESCRIPTION = BENCHMARKS["qat"]
+add_arguments = add_qat_arguments
 COLUMNS = [
     "model",
     "keras %",
@@ -285,21 +286,6 @@ def _row(name, model, data, directory) -> QatRow:
     row = QatRow(name, accuracy(model.predict(data.x_test, verbose=0), data.y_test))
     _measure_files(row, model, data, directory)
     return row
-
-
-def add_arguments(parser) -> None:
-    """`keras-bn bench qat`'s flags: the study's settings."""
-    parser.add_argument("--epochs", type=positive_int, default=15, help="float epochs")
-    parser.add_argument(
-        "--qat-epochs", type=positive_int, default=3, help="QAT fine-tuning epochs"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--epsilon", type=float, default=1e-5, help="the BN layers' epsilon"
-    )
-    parser.add_argument(
-        "--learning-rate", type=float, default=1e-2, help="float training's"
-    )
 
 
 def run(args) -> list[dict]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import zipfile
+from pathlib import Path
 
 from keras_bn.argument_types import positive_int
 from keras_bn.cli.arguments import keras_output_path
 from keras_bn.cli.errors import CommandError
-from keras_bn.cli.loading import existing_file, load_model
+from keras_bn.cli.loading import existing_file, load_model, saved_compile_config
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress, training_progress
 from keras_bn.defaults import EXIT_OK
@@ -25,6 +24,8 @@ EPILOG = (
     "  keras-bn export model_qat.keras --data digits.npz   # int8 TFLite + QDQ ONNX"
 )
 WEIGHTS = ("per_channel", "per_tensor")
+# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
+INPUT_FILES = {"model": "Keras model", "data": "data file"}
 
 # Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "data": "data file"}
@@ -64,9 +65,7 @@ def saved_loss(path: str):
     """The loss a `.keras` file was compiled with, or `None`."""
     import keras
 
-    with zipfile.ZipFile(path) as archive:
-        config = json.loads(archive.read("config.json"))
-    loss = (config.get("compile_config") or {}).get("loss")
+    loss = (saved_compile_config(Path(path)) or {}).get("loss")
     return None if loss is None else keras.losses.deserialize(loss)
 
 
