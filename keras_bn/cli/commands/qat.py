@@ -27,9 +27,6 @@ WEIGHTS = ("per_channel", "per_tensor")
 # Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "data": "data file"}
 
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
-INPUT_FILES = {"model": "Keras model", "data": "data file"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.keras")
