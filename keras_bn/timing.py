@@ -54,3 +54,21 @@ def block(result: object) -> None:
             block(r)
     elif hasattr(result, "numpy"):
         result.numpy()
+
+
+def latency_columns(
+    ms: dict[str, float], ratios: tuple[tuple[str, str], ...]
+) -> dict[str, float]:
+    """A benchmark row's timing columns: `"NAME ms"` per entry, then `"A/B"` ratios.
+
+    Every ratio is taken between two timings of the same run, so a loaded
+    machine moves both sides alike.
+
+    Example:
+
+    >>> latency_columns({"folded": 2.0, "unfolded": 4.0}, (("folded", "unfolded"),))
+    {'folded ms': 2.0, 'unfolded ms': 4.0, 'folded/unfolded': 0.5}
+    """
+    columns = {f"{name} ms": value for name, value in ms.items()}
+    columns.update({f"{a}/{b}": ms[a] / ms[b] for a, b in ratios})
+    return columns

@@ -31,7 +31,7 @@ from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.models import stand_in_application
 from keras_bn.stand_in_statistics import set_stand_in_statistics
-from keras_bn.timing import interleaved_median_ms
+from keras_bn.timing import interleaved_median_ms, latency_columns
 
 DESCRIPTION = BENCHMARKS["export"]
 # The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
@@ -141,9 +141,10 @@ def latency_rows(
                     "model": name,
                     "runtime": runtime,
                     "batch": batch,
-                    **{f"{v} ms": ms[v] for v in VARIANTS},
-                    "unfolded/bn_free": ms["unfolded"] / ms["bn_free"],
-                    "folded/bn_free": ms["folded"] / ms["bn_free"],
+                    **latency_columns(
+                        {v: ms[v] for v in VARIANTS},
+                        (("unfolded", "bn_free"), ("folded", "bn_free")),
+                    ),
                 }
             )
     return rows

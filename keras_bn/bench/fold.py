@@ -31,7 +31,7 @@ from keras_bn.defaults import BENCHMARKS
 from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
 from keras_bn.models import stand_in_application
-from keras_bn.timing import interleaved_median_ms
+from keras_bn.timing import interleaved_median_ms, latency_columns
 
 DESCRIPTION = BENCHMARKS["fold"]
 # The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
@@ -101,9 +101,10 @@ def latency_rows(
                         "model": name,
                         "batch": batch,
                         "mode": mode,
-                        **{f"{v} ms": ms[v] for v in VERSIONS},
-                        "folded/unfolded": ms["folded"] / ms["unfolded"],
-                        "folded/bn-free": ms["folded"] / ms["bn-free"],
+                        **latency_columns(
+                            {v: ms[v] for v in VERSIONS},
+                            (("folded", "unfolded"), ("folded", "bn-free")),
+                        ),
                     }
                 )
     return rows
