@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["int_between", "non_negative_float", "positive_int"]
+__all__ = ["int_between", "non_negative_float", "positive_float", "positive_int"]
 
 
 def _converted(text: str, convert: Callable[[str], float], noun: str):
@@ -55,4 +55,12 @@ def non_negative_float(text: str) -> float:
     value = _converted(text, float, "a number")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0. Received: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate), or a usage error."""
+    value = _converted(text, float, "a number")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0. Received: {text!r}")
     return value

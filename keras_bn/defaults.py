@@ -34,6 +34,7 @@ __all__ = [
     "QUANTIZE_MODES",
     "STATUS",
     "TENSORFLOW_ENVIRONMENT",
+    "WEIGHT_GRANULARITIES",
 ]
 
 # ONNX: the opset written by default, and the range accepted. tf2onnx 1.17
@@ -46,6 +47,9 @@ MAX_OPSET = 18
 # TFLite quantization: `None` is float32.
 QUANTIZE_MODES = (None, "float16", "int8")
 QUANTIZE_CHOICES = tuple(mode for mode in QUANTIZE_MODES if mode is not None)
+# Quantization-aware training: int8 weight scales per output channel (TFLite's
+# default for convolutions) or one per kernel.
+WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
 
 # The file formats `export_files` writes, and the command line's `--format`.
 EXPORT_FORMATS = ("tflite", "onnx")

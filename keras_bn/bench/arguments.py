@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_bn.argument_types import positive_int
+from keras_bn.argument_types import non_negative_float, positive_float, positive_int
 
 __all__ = [
     "ADD_ARGUMENTS",
@@ -212,10 +212,13 @@ def add_qat_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--epsilon", type=float, default=1e-5, help="the BN layers' epsilon"
+        "--epsilon",
+        type=non_negative_float,
+        default=1e-5,
+        help="the BN layers' epsilon",
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=1e-2, help="float training's"
+        "--learning-rate", type=positive_float, default=1e-2, help="float training's"
     )
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import keras_bn
 from keras_bn.bench.arguments import add_qat_arguments
 from keras_bn.data import Dataset, digits
-from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
+from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS, WEIGHT_GRANULARITIES
 from keras_bn.export import load_runtime, to_onnx, to_tflite
 from keras_bn.quantization import fine_tune, quantize_model
 
@@ -57,7 +57,6 @@ COLUMNS = [
     "qat/float epoch",
 ]
 
-GRANULARITIES = ("per_channel", "per_tensor")
 BATCH_SIZE = 32
 
 
@@ -247,7 +246,7 @@ def run_qat_study(
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     qat_seconds = []
     with tempfile.TemporaryDirectory() as directory:
-        for granularity in GRANULARITIES:
+        for granularity in WEIGHT_GRANULARITIES:
             ptq = quantize_model(
                 model, weights=granularity, calibration_data=data.x_train
             )

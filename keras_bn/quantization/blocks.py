@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_bn import ops as bn_ops
+from keras_bn.defaults import WEIGHT_GRANULARITIES
 from keras_bn.layers import BatchNormalization
 from keras_bn.quantization.activation_quantizer import ActivationQuantizer
 from keras_bn.quantization.quantizers import quantize_weights, weight_scale
@@ -130,10 +131,10 @@ class QuantizedBlock(keras.layers.Layer):
                 f"Layer '{self.name}': `activation` must be None, 'relu' or "
                 f"'relu6'. Received: activation={activation!r}"
             )
-        if granularity not in ("per_channel", "per_tensor"):
+        if granularity not in WEIGHT_GRANULARITIES:
             raise ValueError(
-                f"Layer '{self.name}': `granularity` must be 'per_channel' or "
-                f"'per_tensor'. Received: granularity={granularity!r}"
+                f"Layer '{self.name}': `granularity` must be one of "
+                f"{WEIGHT_GRANULARITIES}. Received: granularity={granularity!r}"
             )
         if freeze_after is not None and (
             isinstance(freeze_after, bool)

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_bn.defaults import WEIGHT_GRANULARITIES
 from keras_bn.folding.engine import rebuild
 from keras_bn.folding.graph import GraphView
 from keras_bn.folding.report import FoldReport
@@ -16,7 +17,7 @@ from keras_bn.quantization.activation_quantizer import ActivationQuantizer, cali
 from keras_bn.quantization.blocks import QuantizedBlock
 from keras_bn.quantization.graph import plan_quantization
 from keras_bn.quantization.plans import BlockOptions
-from keras_bn.quantization.quantizers import WEIGHT_GRANULARITIES, activation_scale
+from keras_bn.quantization.quantizers import activation_scale
 
 __all__ = [
     "calibrate_ranges",

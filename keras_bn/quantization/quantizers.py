@@ -42,9 +42,10 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from keras_bn.defaults import WEIGHT_GRANULARITIES
+
 __all__ = [
     "NUM_BITS",
-    "WEIGHT_GRANULARITIES",
     "activation_scale",
     "fake_quantize",
     "quantize_weights",
@@ -56,7 +57,6 @@ NUM_BITS = 8
 WEIGHT_LEVELS = 127
 #: Activation levels minus one: full-range 8 bits.
 ACTIVATION_STEPS = 255
-WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
 
 
 def weight_scale(

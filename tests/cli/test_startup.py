@@ -40,6 +40,10 @@ USAGE_ERRORS = [
     ["recalibrate", "m.keras", "--data", "x.npy", "--batch-size", "0"],
     ["export", "m.keras", "--opset", "99"],
     ["check", "m.keras", "m.onnx", "--tolerance", "-1"],
+    ["qat", "m.keras", "--data", "d.npz", "--learning-rate", "0"],
+    ["qat", "m.keras", "--data", "d.npz", "--weights", "per_row"],
+    ["bench", "qat", "--learning-rate", "-1"],
+    ["bench", "qat", "--epsilon", "-1e-3"],
     ["bench", "frobnicate"],
     *(["bench", name, "--repeats", "0"] for name in BENCHMARKS),
 ]

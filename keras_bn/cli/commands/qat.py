@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_bn.argument_types import positive_int
+from keras_bn.argument_types import positive_float, positive_int
 from keras_bn.cli.arguments import keras_output_path
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import existing_file, load_model, saved_compile_config
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress, training_progress
-from keras_bn.defaults import EXIT_OK
+from keras_bn.defaults import EXIT_OK, WEIGHT_GRANULARITIES
 
 HELP = (
     "fine-tune a trained model with its BNs folded and int8 rounding simulated "
@@ -23,7 +23,6 @@ EPILOG = (
     "  keras-bn qat model.keras --data digits.npz --weights per_tensor --json\n"
     "  keras-bn export model_qat.keras --data digits.npz   # int8 TFLite + QDQ ONNX"
 )
-WEIGHTS = ("per_channel", "per_tensor")
 # Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "data": "data file"}
 
@@ -42,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--weights",
-        choices=WEIGHTS,
+        choices=WEIGHT_GRANULARITIES,
         default="per_channel",
         help="int8 weight scales: one per output channel (default) or per kernel",
     )
@@ -53,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument(
         "--learning-rate",
-        type=float,
+        type=positive_float,
         help="Adam's (default: keras_bn.quantization.fine_tune's)",
     )
 
