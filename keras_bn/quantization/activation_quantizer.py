@@ -67,29 +67,20 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def build(self, input_shape):
         low, high = self.fixed_range or (0.0, 0.0)
-        self.range_min = self.add_weight(
-            shape=(),
-            name="range_min",
-            trainable=False,
-            autocast=False,
-            initializer=keras.initializers.Constant(low),
-        )
-        self.range_max = self.add_weight(
-            shape=(),
-            name="range_max",
-            trainable=False,
-            autocast=False,
-            initializer=keras.initializers.Constant(high),
-        )
-        self.tracked = self.add_weight(
-            shape=(),
-            name="tracked",
-            trainable=False,
-            autocast=False,
-            initializer=keras.initializers.Constant(
-                float(self.fixed_range is not None)
-            ),
-        )
+        initial = {
+            "range_min": low,
+            "range_max": high,
+            "tracked": float(self.fixed_range is not None),
+        }
+        for name, value in initial.items():
+            state = self.add_weight(
+                shape=(),
+                name=name,
+                trainable=False,
+                autocast=False,
+                initializer=keras.initializers.Constant(value),
+            )
+            setattr(self, name, state)
 
     def call(self, inputs, training=None):
         if self.fixed_range is None and (training or self.calibrating):

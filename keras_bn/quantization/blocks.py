@@ -164,29 +164,18 @@ class QuantizedBlock(keras.layers.Layer):
             if quantizer is not None and not quantizer.built:
                 quantizer.build(None)
         self._channels = channels
-        self.steps = self.add_weight(
-            shape=(),
-            name="steps",
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-        )
-        self.bn_frozen = self.add_weight(
-            shape=(),
-            name="bn_frozen",
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-        )
-        # The step of the int8 grid of the block's input, set by
-        # `keras_bn.quantization.sync_input_steps`; 0 until then.
-        self.input_step = self.add_weight(
-            shape=(),
-            name="input_step",
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-        )
+        # Scalar state, zero at first: training steps taken, whether the BN is
+        # frozen, and the step of the int8 grid of the block's input (set by
+        # `keras_bn.quantization.sync_input_steps`; 0 until then).
+        for name in ("steps", "bn_frozen", "input_step"):
+            state = self.add_weight(
+                shape=(),
+                name=name,
+                initializer="zeros",
+                trainable=False,
+                autocast=False,
+            )
+            setattr(self, name, state)
 
     def compute_output_shape(self, input_shape):
         if self.linear is None:

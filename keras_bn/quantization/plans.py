@@ -37,6 +37,7 @@ __all__ = [
     "QuantizeAffine",
     "QuantizeLinear",
     "QuantizeOutput",
+    "QuantizePlan",
     "QuantizerGroup",
     "ReadQuantizedInputs",
     "copy_batchnorm",
@@ -58,31 +59,27 @@ def copy_batchnorm(bn, **changes) -> BatchNormalization:
     return BatchNormalization.from_config({**bn.get_config(), **changes})
 
 
-class QuantizeLinear(Plan):
-    """A linear layer, and the BN and activation after it, as one `QuantizedBlock`."""
+class QuantizePlan(Plan):
+    """A call that becomes one `QuantizedBlock` with the model's `BlockOptions`."""
 
     def __init__(
         self,
         layer,
         options: BlockOptions,
         *,
-        batchnorm=None,
         activation: str | None = None,
         quantize_output: bool = True,
     ):
         super().__init__(layer)
         self.options = options
-        self.batchnorm = batchnorm
         self.activation = activation
         self.quantize_output = quantize_output
 
-    def build(self):
-        config = self.layer.get_config()
-        if "activation" in config:
-            config["activation"] = "linear"
+    def block(self, linear, batchnorm) -> QuantizedBlock:
+        """The block of `linear` and `batchnorm` (either may be `None`)."""
         return QuantizedBlock(
-            rebuild_layer(self.layer, config),
-            None if self.batchnorm is None else copy_batchnorm(self.batchnorm),
+            linear,
+            batchnorm,
             activation=self.activation,
             granularity=self.options.granularity,
             freeze_bn_after_steps=self.options.freeze_bn_after_steps,
@@ -90,6 +87,21 @@ class QuantizeLinear(Plan):
             range_momentum=self.options.range_momentum,
             name=self.layer.name,
         )
+
+
+class QuantizeLinear(QuantizePlan):
+    """A linear layer, and the BN and activation after it, as one `QuantizedBlock`."""
+
+    def __init__(self, layer, options: BlockOptions, *, batchnorm=None, **block):
+        super().__init__(layer, options, **block)
+        self.batchnorm = batchnorm
+
+    def build(self):
+        config = self.layer.get_config()
+        if "activation" in config:
+            config["activation"] = "linear"
+        batchnorm = None if self.batchnorm is None else copy_batchnorm(self.batchnorm)
+        return self.block(rebuild_layer(self.layer, config), batchnorm)
 
     def load_weights(self, new_layer) -> None:
         new_layer.linear.set_weights(self.layer.get_weights())
@@ -97,34 +109,12 @@ class QuantizeLinear(Plan):
             new_layer.batchnorm.set_weights(self.batchnorm.get_weights())
 
 
-class QuantizeAffine(Plan):
+class QuantizeAffine(QuantizePlan):
     """A BN that cannot be folded: a `QuantizedBlock` with no linear layer."""
 
-    def __init__(
-        self,
-        layer,
-        options: BlockOptions,
-        *,
-        activation: str | None = None,
-        quantize_output: bool = True,
-    ):
-        super().__init__(layer)
-        self.options = options
-        self.activation = activation
-        self.quantize_output = quantize_output
-
     def build(self):
-        return QuantizedBlock(
-            None,
-            # The block computes on (N·H·W, 1, 1, C): the channel axis is last.
-            copy_batchnorm(self.layer, axis=-1),
-            activation=self.activation,
-            granularity=self.options.granularity,
-            freeze_bn_after_steps=self.options.freeze_bn_after_steps,
-            quantize_output=self.quantize_output,
-            range_momentum=self.options.range_momentum,
-            name=self.layer.name,
-        )
+        # The block computes on (N·H·W, 1, 1, C): the channel axis is last.
+        return self.block(None, copy_batchnorm(self.layer, axis=-1))
 
     def call_layer(self, new_layer, call, tensors):
         # Only the tensor: `training` belongs to the block, a mask propagates.
