@@ -7,6 +7,7 @@ from pathlib import Path
 
 __all__ = [
     "add_common",
+    "add_model_argument",
     "add_population_data",
     "keras_output_path",
 ]
@@ -26,6 +27,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print exactly one JSON document on stdout, with a `status` field",
     )
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional `MODEL.keras` every model command reads."""
+    parser.add_argument("model", metavar="MODEL.keras")
 
 
 def add_population_data(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,8 @@
 
 Each module has `HELP` (one line), `EPILOG` (examples), `add_arguments(parser)`
 and `run(args) -> int` (the exit status), and `INPUT_FILES` (argparse
-destination → what the file is) for the files checked before `run`; none
+destination → what the file is) for the files
+`keras_bn.cli.loading.check_input_files` checks before `run`; none
 imports TensorFlow at import.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from keras_bn.argument_types import non_negative_float
+from keras_bn.cli.arguments import add_model_argument
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import format_table, print_json
@@ -17,12 +18,11 @@ EPILOG = (
     "  keras-bn check model.keras model_int8.tflite --quantize int8 --data digits.npz"
 )
 
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "file": "exported file", "data": "data file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.keras")
+    add_model_argument(parser)
     parser.add_argument("file", metavar="FILE.tflite|FILE.onnx")
     parser.add_argument(
         "--data",

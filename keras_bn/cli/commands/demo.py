@@ -21,7 +21,6 @@ EPILOG = (
     "  keras-bn demo --data mnist.npz   # x_train, y_train, x_test, y_test"
 )
 
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"data": "data file"}
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from keras_bn.argument_types import int_between, non_negative_float
-from keras_bn.cli.arguments import add_population_data
+from keras_bn.cli.arguments import add_model_argument, add_population_data
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json
@@ -31,7 +31,6 @@ EPILOG = (
     "  keras-bn export model.keras --population-data digits.npz"
 )
 
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {
     "model": "Keras model",
     "data": "data file",
@@ -40,7 +39,7 @@ INPUT_FILES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.keras")
+    add_model_argument(parser)
     parser.add_argument(
         "--format", choices=FORMAT_CHOICES, default="all", help="default: %(default)s"
     )

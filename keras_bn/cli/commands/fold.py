@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 
 from keras_bn.argument_types import non_negative_float
-from keras_bn.cli.arguments import add_population_data, keras_output_path
+from keras_bn.cli.arguments import (
+    add_model_argument,
+    add_population_data,
+    keras_output_path,
+)
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
@@ -20,12 +24,11 @@ EPILOG = (
     "  keras-bn fold model.keras --population-data digits.npz"
 )
 
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "population_data": "data file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.keras")
+    add_model_argument(parser)
     parser.add_argument(
         "-o",
         "--output",

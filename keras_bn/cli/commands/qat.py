@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from keras_bn.argument_types import positive_float, positive_int
-from keras_bn.cli.arguments import keras_output_path
+from keras_bn.cli.arguments import add_model_argument, keras_output_path
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import existing_file, load_model, saved_compile_config
 from keras_bn.cli.output import print_json, size_text
@@ -23,12 +23,11 @@ EPILOG = (
     "  keras-bn qat model.keras --data digits.npz --weights per_tensor --json\n"
     "  keras-bn export model_qat.keras --data digits.npz   # int8 TFLite + QDQ ONNX"
 )
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "data": "data file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.keras")
+    add_model_argument(parser)
     parser.add_argument(
         "--data",
         metavar="FILE.npz",

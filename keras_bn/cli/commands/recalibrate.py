@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from keras_bn.argument_types import positive_int
-from keras_bn.cli.arguments import keras_output_path
+from keras_bn.cli.arguments import add_model_argument, keras_output_path
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
@@ -21,12 +21,11 @@ EPILOG = (
     "  keras-bn recalibrate model.keras --data shifted.npy --dry-run   # report only"
 )
 
-# Checked before the command runs (`keras_bn.cli.loading.check_input_files`).
 INPUT_FILES = {"model": "Keras model", "data": "data file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.keras")
+    add_model_argument(parser)
     parser.add_argument(
         "--data",
         metavar="FILE",
