@@ -2,7 +2,7 @@
 
 Through the installed script: success, a parity failure, bad input, a
 file-system error and a usage error each give a stdout that `json.loads`
-parses whole, and the exit status the README documents.
+parses whole, and the exit status docs/cli.md documents.
 """
 
 import json
