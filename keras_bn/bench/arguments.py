@@ -208,7 +208,13 @@ def add_qat_arguments(parser: argparse.ArgumentParser) -> None:
     """`keras-bn bench qat`'s flags: the study's settings."""
     parser.add_argument("--epochs", type=positive_int, default=15, help="float epochs")
     parser.add_argument(
-        "--qat-epochs", type=positive_int, default=3, help="QAT fine-tuning epochs"
+        "--qat-epochs", type=positive_int, default=10, help="QAT fine-tuning epochs"
+    )
+    parser.add_argument(
+        "--freeze-bn-after",
+        type=positive_int,
+        default=3,
+        help="QAT epochs before the BN statistics freeze (at most --qat-epochs)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -7,8 +7,8 @@ measures held-out accuracy of
 - the float model (Keras),
 - post-training int8, per channel and per tensor: `quantize_model` with
   ranges calibrated on the training images and no training step,
-- quantization-aware int8, per channel and per tensor: `quantize_model`
-  fine-tuned on the training images, BN statistics frozen for the last epoch,
+- quantization-aware int8, per channel and per tensor: `fine_tune` on the
+  training images, BN statistics frozen after the first epochs,
 
 each int8 model measured on its TFLite file and on its ONNX file, which are
 also judged against the model by the exact gate
@@ -33,6 +33,7 @@ from keras_bn.data import Dataset, digits
 from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS, WEIGHT_GRANULARITIES
 from keras_bn.export import load_runtime, to_onnx, to_tflite
 from keras_bn.quantization import fine_tune, quantize_model
+from keras_bn.quantization.training import bn_freeze_epoch
 
 __all__ = [
     "COLUMNS",
@@ -206,7 +207,8 @@ def _measure_files(row: QatRow, model, data: Dataset, directory: str) -> None:
 
 def run_qat_study(
     epochs: int = 15,
-    qat_epochs: int = 3,
+    qat_epochs: int = 10,
+    freeze_bn_after: int | None = 3,
     seed: int = 0,
     data: Dataset | None = None,
     width: int = 16,
@@ -217,8 +219,11 @@ def run_qat_study(
 
     Args:
         epochs: float training epochs.
-        qat_epochs: QAT fine-tuning epochs; the BN statistics freeze for the
-            last one.
+        qat_epochs: QAT fine-tuning epochs.
+        freeze_bn_after: QAT epochs before the BN statistics freeze (`None`:
+            all but the last, `fine_tune`'s default); the epochs after it
+            train on exactly the inference map (docs/quantization.md
+            measures the choice).
         seed: seeds Keras (weights, shuffling).
         data: the dataset; default the bundled digits.
         width: the network's base width.
@@ -231,7 +236,12 @@ def run_qat_study(
 
     Returns:
         A `QatStudy`.
+
+    Raises:
+        ValueError: `freeze_bn_after` outside `[0, qat_epochs]`, before any
+            training.
     """
+    bn_freeze_epoch(qat_epochs, freeze_bn_after)  # a bad value fails before training
     keras.utils.set_random_seed(seed)
     data = digits() if data is None else data
     model = mobilenet_style(data.x_train.shape[1:], data.num_classes, width, epsilon)
@@ -257,6 +267,7 @@ def run_qat_study(
                 data.x_train,
                 data.y_train,
                 epochs=qat_epochs,
+                freeze_bn_after_epochs=freeze_bn_after,
                 weights=granularity,
                 loss=loss,
                 batch_size=BATCH_SIZE,
@@ -270,6 +281,7 @@ def run_qat_study(
         settings={
             "epochs": epochs,
             "qat_epochs": qat_epochs,
+            "freeze_bn_after": freeze_bn_after,
             "seed": seed,
             "width": width,
             "learning_rate": learning_rate,
@@ -292,6 +304,7 @@ def run(args) -> list[dict]:
     study = run_qat_study(
         epochs=args.epochs,
         qat_epochs=args.qat_epochs,
+        freeze_bn_after=args.freeze_bn_after,
         seed=args.seed,
         learning_rate=args.learning_rate,
         epsilon=args.epsilon,

@@ -11,7 +11,7 @@ import numpy as np
 from keras_bn.folding.report import FoldReport
 from keras_bn.quantization.model import quantize_model, sync_input_steps
 
-__all__ = ["DEFAULT_LEARNING_RATE", "QatResult", "fine_tune"]
+__all__ = ["DEFAULT_LEARNING_RATE", "QatResult", "bn_freeze_epoch", "fine_tune"]
 
 #: Adam's learning rate for fine-tuning a trained model: at 5e-4 the first
 #: steps of a fresh Adam moved the digits MobileNet off its minimum (99.2% →
@@ -45,6 +45,7 @@ def fine_tune(
     y: np.ndarray,
     *,
     epochs: int = 3,
+    freeze_bn_after_epochs: int | None = None,
     weights: str = "per_channel",
     loss: Any = "sparse_categorical_crossentropy",
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -57,14 +58,18 @@ def fine_tune(
 
     The policy: `quantize_model` with ranges started from the min/max of the
     first 512 training images, Adam at a fine-tuning learning rate, the BN
-    statistics learning for all epochs but the last, which trains with them
-    frozen (Jacob et al. 2018 freeze them for the end of QAT, so the last
-    updates see exactly the inference map).
+    statistics learning for the first epochs and frozen after them, by
+    default for the last epoch only (Jacob et al. 2018 freeze them for the
+    end of QAT, so the last updates see exactly the inference map).
 
     Args:
         model: a float-trained Functional or Sequential model.
         x, y: training inputs and labels.
         epochs: fine-tuning epochs (at least 1).
+        freeze_bn_after_epochs: epochs after which the BN statistics freeze,
+            in `[0, epochs]`; `None` (default) is `epochs - 1`, frozen for
+            the last epoch. Freezing earlier leaves more epochs that train
+            on exactly the inference map (docs/quantization.md measures it).
         weights: `"per_channel"` or `"per_tensor"`.
         loss: a Keras loss (name, object or function).
         batch_size: batch size.
@@ -77,12 +82,17 @@ def fine_tune(
         A `QatResult`.
 
     Raises:
-        ValueError: `epochs` below 1, or as `quantize_model`.
+        ValueError: `epochs` below 1, `freeze_bn_after_epochs` outside
+            `[0, epochs]`, or as `quantize_model`.
+
+    Example:
+
+    >>> result = fine_tune(model, x_train, y_train, epochs=10,
+    ...                    freeze_bn_after_epochs=3)  # doctest: +SKIP
+    >>> keras_bn.export.to_tflite(result.model, "m.tflite", quantize="int8")  # doctest: +SKIP
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be an int ≥ 1. Received: epochs={epochs!r}")
     steps_per_epoch = -(-len(x) // batch_size)
-    frozen_after = (epochs - 1) * steps_per_epoch
+    frozen_after = bn_freeze_epoch(epochs, freeze_bn_after_epochs) * steps_per_epoch
     qat, report = quantize_model(
         model,
         weights=weights,
@@ -107,3 +117,41 @@ def fine_tune(
     )
     sync_input_steps(qat)
     return QatResult(qat, report, dict(history.history), frozen_after)
+
+
+def bn_freeze_epoch(epochs: int, freeze_bn_after_epochs: int | None = None) -> int:
+    """The epoch after which `fine_tune` freezes the BN statistics, checked.
+
+    Callers that train before fine-tuning (the QAT benchmark) check their
+    settings with it first, so a bad value fails before any training.
+
+    Args:
+        epochs: fine-tuning epochs (at least 1).
+        freeze_bn_after_epochs: as `fine_tune`; `None` is `epochs - 1`.
+
+    Returns:
+        The number of epochs that train with BN statistics learning.
+
+    Raises:
+        ValueError: `epochs` below 1 or `freeze_bn_after_epochs` outside
+            `[0, epochs]`.
+
+    Example:
+
+    >>> bn_freeze_epoch(3)
+    2
+    """
+    if not _is_int(epochs) or epochs < 1:
+        raise ValueError(f"`epochs` must be an int ≥ 1. Received: epochs={epochs!r}")
+    if freeze_bn_after_epochs is None:
+        return epochs - 1
+    if not _is_int(freeze_bn_after_epochs) or not 0 <= freeze_bn_after_epochs <= epochs:
+        raise ValueError(
+            f"`freeze_bn_after_epochs` must be None or an int in [0, epochs={epochs}]. "
+            f"Received: freeze_bn_after_epochs={freeze_bn_after_epochs!r}"
+        )
+    return freeze_bn_after_epochs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
