@@ -52,7 +52,7 @@ from keras_bn.quantization import (
     quantize_model,
     sync_input_steps,
 )
-from keras_bn.quantization.gate import output_step, step_report
+from keras_bn.quantization.gate import allowed_steps, output_step, step_report
 from keras_bn.quantization.graph import plan_quantization
 from keras_bn.quantization.plans import BlockOptions
 from keras_bn.staging import staged_file
@@ -171,7 +171,9 @@ def publish_quantized(
         file_format = runtimes.detect_format(tmp)
         outputs = runtimes.run_file(tmp, x)
         parity = compare(path, file_format, x.shape, expected, outputs, tolerance)
-        steps = step_report(simulated, outputs, output_step(simulation))
+        steps = step_report(
+            simulated, outputs, output_step(simulation), allowed_steps(simulation)
+        )
         parity = dataclasses.replace(
             parity, steps=steps.to_dict(), rule=EXACT_GATE, simulation=kind
         )

@@ -14,7 +14,12 @@ from keras_bn.export import (
 )
 from keras_bn.export.quantized import convert_quantized_tflite, float_ops
 from keras_bn.quantization import quantize_model, sync_input_steps
-from keras_bn.quantization.gate import MAX_STEPS, output_step, step_report
+from keras_bn.quantization.gate import (
+    MAX_STEPS,
+    allowed_steps,
+    output_step,
+    step_report,
+)
 from tests.helpers.folding import set_statistics
 from tests.quantization.test_quantize_model import (
     residual_concat_model,
@@ -122,9 +127,23 @@ def test_gate_catches_a_wrong_scale(rng):
     assert step_report(simulated, simulated + step, step).passed
 
 
-def test_export_tolerance_replaces_the_float_bound(rng, tmp_path):
-    # A float model's int8 file refused by the error model's bound is written
-    # when the caller accepts a larger error, and refused below it.
+def test_a_softmax_output_is_allowed_its_logits_step(rng):
+    # One level of the logits moves a softmax output by up to half a logit
+    # step (sum_j |dp_i/dz_j| <= 1/2): the gate allows that on 1/256 steps.
+    qat, _ = trained_qat(sequential_model, "per_channel", rng)
+    logits = qat.layers[-3].output_quantizer  # the Dense block before the softmax
+    logit_step = (logits.range_max.numpy() - logits.range_min.numpy()) / 255.0
+    expected = MAX_STEPS + int(np.ceil(0.5 * logit_step * 256.0))
+    assert output_step(qat) == pytest.approx(1 / 256)
+    assert allowed_steps(qat) == expected > MAX_STEPS
+    logits_only, _ = trained_qat(depthwise_dense_model, "per_channel", rng)
+    assert allowed_steps(logits_only) == MAX_STEPS
+
+
+def test_export_tolerance_also_bounds_the_error_against_the_float_model(rng, tmp_path):
+    # A float model's int8 file passes the exact gate against its
+    # post-training simulation; a tolerance the caller gives bounds its error
+    # against the float model as well: refused below it, written above.
     model = depthwise_dense_model()
     set_statistics(model, rng)
     x = rng.normal(size=(64, 6, 6, 3)).astype("float32")
@@ -144,3 +163,4 @@ def test_export_tolerance_replaces_the_float_bound(rng, tmp_path):
         tolerance=0.5,
     )
     assert report.parity.tolerance == 0.5 and report.parity.passed
+    assert report.parity.rule == "exact_gate" and report.parity.steps["passed"]
