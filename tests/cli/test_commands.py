@@ -345,3 +345,29 @@ def test_int8_export_then_check_on_the_same_npz_agree(demo_run, tmp_path, capsys
     assert export_parity["input_shape"][0] == len(data.x_test)
     assert export_parity["max_rel_error"] == checked["parity"]["max_rel_error"]
     assert export_parity["passed"] and checked["passed"]
+    # Export judged its own file exactly against the post-training simulation;
+    # check, with only the file, by the error model's float bound.
+    assert export_parity["rule"] == "exact_gate"
+    assert export_parity["simulation"] == "post-training simulation"
+    assert checked["parity"]["rule"] == "error_model"
+
+
+def test_int8_export_tolerance_bounds_the_float_error(demo_run, tmp_path, capsys):
+    # `--tolerance` bounds a post-training int8 file's error against the
+    # float model, on top of the exact gate: below the measured error the
+    # export is refused with both verdicts, and nothing is written.
+    out, _ = demo_run
+    data = keras_bn.data.digits()
+    npz = tmp_path / "digits.npz"
+    np.savez(npz, x_train=data.x_train, x_test=data.x_test)
+    model = str(out / "digits_cnn.keras")
+    args = ["--format", "tflite", "--quantize", "int8", "--data", str(npz)]
+    written = tmp_path / "out"
+    code = cli.main(
+        ["export", model, *args, "--tolerance", "1e-6", "-o", str(written), "--json"]
+    )
+    assert code == defaults.EXIT_PARITY
+    report = json.loads(capsys.readouterr().out)
+    assert "passed the exact gate" in report["error"]
+    assert "exceeds the given tolerance 1.000e-06" in report["error"]
+    assert not written.exists()

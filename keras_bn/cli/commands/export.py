@@ -72,8 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tolerance",
         type=non_negative_float,
         help="max relative error allowed, as `check` takes it (default: the bound "
-        "of keras_bn.export.parity_bounds; a QAT model's int8 files are judged "
-        "by the exact gate instead)",
+        "of keras_bn.export.parity_bounds); an int8 file, judged by the exact "
+        "gate against its simulation, must also be within it of the float "
+        "model (not used for a QAT model's files)",
     )
     add_population_data(parser)
 
