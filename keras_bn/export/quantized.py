@@ -39,7 +39,11 @@ from keras_bn.export import runtimes
 from keras_bn.export.op_counts import op_histogram
 from keras_bn.export.parity import compare, keras_outputs
 from keras_bn.export.report import ParityError, ParityReport
-from keras_bn.quantization import is_quantized_model, sync_input_steps
+from keras_bn.quantization import (
+    check_tflite_int8,
+    is_quantized_model,
+    sync_input_steps,
+)
 from keras_bn.quantization.gate import output_step, step_report
 from keras_bn.staging import staged_file
 
@@ -119,8 +123,10 @@ def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes
             `False` keeps float32 ones (the file quantizes at its entry).
 
     Raises:
-        ValueError: an op was left in float (a layer without a range).
+        ValueError: a layer TFLite runs in float32 only (a 3D convolution),
+            or an op was left in float (a layer without a range).
     """
+    check_tflite_int8(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if int8_io:

@@ -21,6 +21,7 @@ from keras_bn.quantization.quantizers import activation_scale
 
 __all__ = [
     "calibrate_ranges",
+    "check_tflite_int8",
     "sync_input_steps",
     "freeze_bn_statistics",
     "is_quantized_model",
@@ -127,6 +128,28 @@ def quantized_blocks(model: keras.Model) -> list[QuantizedBlock]:
 def is_quantized_model(model: keras.Model) -> bool:
     """Whether `model` came from `quantize_model` (holds activation quantizers)."""
     return any(isinstance(layer, ActivationQuantizer) for layer in iter_layers(model))
+
+
+def check_tflite_int8(model: keras.Model) -> None:
+    """Checks every block of a QAT model has an int8 TFLite kernel.
+
+    TF 2.21's TFLite converter keeps `CONV_3D` and `CONV_3D_TRANSPOSE` in
+    float32 (TFLite has no int8 kernel for them), so a model with a Conv3D
+    or Conv3DTranspose has no fully integer TFLite file. Its QDQ ONNX file
+    runs them in int8 (`keras_bn.export.to_onnx`).
+
+    Raises:
+        ValueError: naming the first such layer and its TFLite op.
+    """
+    for block in quantized_blocks(model):
+        op = None if block.linear is None else block.rule.tflite_float_op(block.linear)
+        if op is not None:
+            raise ValueError(
+                f"Layer '{block.name}' ({type(block.linear).__name__}) has no "
+                f"int8 TFLite kernel: TFLite runs {op} in float32 only, so "
+                f"model '{model.name}' has no fully integer TFLite file. Its "
+                "QDQ ONNX file (to_onnx) runs it in int8."
+            )
 
 
 def freeze_bn_statistics(model: keras.Model, frozen: bool = True) -> int:
