@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -61,6 +63,10 @@ def quantize_model(
     `calibration_data` and no training, the ranges are those of post-training
     quantization, and the model is the simulation of the post-training file.
 
+    The new model computes in float32 even when `model` (or the global
+    policy) is mixed precision: the simulation rounds onto int8 grids that
+    float16 cannot hold, and its files are judged against it.
+
     Args:
         model: a built Functional or Sequential Keras model, channels_last.
         weights: `"per_channel"` (a scale per output channel, TFLite's
@@ -97,13 +103,29 @@ def quantize_model(
     planned = plan_quantization(model, options)
     graph = functional_graph(model)
     steps = [(call, planned.plans[id(call)]) for call in planned.view.calls]
-    quantized = rebuild(model, graph, steps)
+    with _simulation_global_policy():
+        quantized = rebuild(model, graph, steps)
     if calibration_data is not None:
         calibrate_ranges(quantized, calibration_data)
     else:
         sync_input_steps(quantized)
     report = FoldReport(entries=planned.entries)
     return (quantized, report) if return_report else quantized
+
+
+@contextlib.contextmanager
+def _simulation_global_policy() -> Iterator[None]:
+    # Under a mixed global policy, the layers Keras makes with no dtype of
+    # their own (the new inputs, the model) compute in float32 too.
+    previous = keras.mixed_precision.global_policy()
+    if previous.compute_dtype == previous.variable_dtype:
+        yield
+        return
+    keras.mixed_precision.set_global_policy(previous.variable_dtype)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def producing_quantizer(view: GraphView, tensor) -> ActivationQuantizer | None:

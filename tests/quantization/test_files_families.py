@@ -65,12 +65,14 @@ def family_model(family):
     ],
 )
 def test_int8_files_are_the_simulation(family, weights, rng, tmp_path):
+    keras.utils.set_random_seed(0)  # `fit` shuffles with TensorFlow's RNG
     qat, x = trained_qat(family_model(family), weights, rng)
     judge_int8_files(qat, x, tmp_path)
 
 
 @pytest.mark.parametrize("family", ONNX_ONLY)
 def test_3d_families_export_to_onnx_and_tflite_refuses(family, rng, tmp_path):
+    keras.utils.set_random_seed(0)
     qat, x = trained_qat(family_model(family), "per_channel", rng)
     judge_int8_files(qat, x, tmp_path, formats=("onnx",))
     (block,) = [b for b in quantized_blocks(qat) if type(b.linear).__name__ == family]
