@@ -162,6 +162,11 @@ def check_tflite_int8(model: keras.Model) -> None:
 
     Raises:
         ValueError: naming the first such layer and its TFLite op.
+
+    Example:
+
+    >>> check_tflite_int8(quantize_model(conv3d_model))  # doctest: +SKIP
+    ValueError: Layer 'conv3d' (Conv3D) has no int8 TFLite kernel: ...
     """
     for block in quantized_blocks(model):
         op = None if block.linear is None else block.rule.tflite_float_op(block.linear)
