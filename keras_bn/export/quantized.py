@@ -48,6 +48,7 @@ from keras_bn.export.op_counts import op_histogram
 from keras_bn.export.parity import compare, keras_outputs
 from keras_bn.export.report import EXACT_GATE, ParityError, ParityReport
 from keras_bn.quantization import (
+    check_tflite_int8,
     is_quantized_model,
     quantize_model,
     sync_input_steps,
@@ -193,8 +194,10 @@ def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes
             `False` keeps float32 ones (the file quantizes at its entry).
 
     Raises:
-        ValueError: an op was left in float (a layer without a range).
+        ValueError: a layer TFLite runs in float32 only (a 3D convolution),
+            or an op was left in float (a layer without a range).
     """
+    check_tflite_int8(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if int8_io:

@@ -19,6 +19,7 @@ import pytest
 
 import keras_bn
 from keras_bn import cli, defaults, demo
+from keras_bn.cli.commands import COMMANDS
 from keras_bn.data import load_dataset
 from keras_bn.export import bn_layers_left
 from tests.helpers.cli import run_script as keras_bn_cli
@@ -214,14 +215,24 @@ def test_parity_failure_with_json_is_one_document(demo_run, other_model, capsys)
 # --- in-process: help, usage, data ---------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "command", ["demo", "fold", "recalibrate", "export", "check", "bench"]
-)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
     assert exit_info.value.code == 0
-    assert f"keras-bn {command}" in capsys.readouterr().out.split("example")[1]
+    assert f"keras-bn {command}" in capsys.readouterr().out.split("examples:")[1]
+
+
+def test_top_level_help_lists_each_command_and_each_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    examples, statuses = capsys.readouterr().out.split("exit status:")
+    for command in COMMANDS:
+        assert f"  keras-bn {command} " in examples, command
+    lines = {int(line.split()[0]): line for line in statuses.splitlines()[1:-1]}
+    assert set(lines) == {code for code, _, _ in defaults.EXIT_STATUSES}
+    for line in lines.values():  # the short meaning is whole, not cut mid-way
+        assert line.count("(") == line.count(")"), line
 
 
 @pytest.mark.parametrize(
