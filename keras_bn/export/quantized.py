@@ -173,7 +173,10 @@ def publish_quantized(
         outputs = runtimes.run_file(tmp, x)
         parity = compare(path, file_format, x.shape, expected, outputs, tolerance)
         steps = step_report(
-            simulated, outputs, output_step(simulation), allowed_steps(simulation)
+            simulated,
+            outputs,
+            output_step(simulation),
+            allowed_steps(simulation, simulated),
         )
         parity = dataclasses.replace(
             parity, steps=steps.to_dict(), rule=EXACT_GATE, simulation=kind
