@@ -246,6 +246,15 @@ def test_mixed_precision_model_raises(tmp_path, mixed_precision, fmt):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_float32_model_loaded_under_a_mixed_policy_exports(tmp_path, mixed_precision):
+    model = build_pattern("conv2d_bn")
+    model.save(tmp_path / "m.keras")
+    mixed_precision("mixed_float16")  # a mixed-precision session loads it
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    report = EXPORTERS["tflite"](loaded, tmp_path / "m.tflite")
+    assert report.parity.passed and report.bn_ops_left() == 0
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize(
     "relative, error, match",
