@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -59,26 +61,37 @@ class Dataset:
         }
 
 
+#: What NumPy raises for bytes that are not a NumPy file: a bad header or
+#: pickled objects, an empty or truncated file, a corrupt `.npz` archive or
+#: member.
+NOT_NUMPY_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def read_numpy_file(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
     """The array of an `.npy` or the arrays of an `.npz`, by name.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: `path` is a directory or not a NumPy file.
+        PermissionError: `path` may not be read (the error names it).
+        ValueError: `path` is a directory, or not a NumPy file (empty,
+            truncated, corrupt, or holding pickled objects).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path!r} does not exist")
     if not os.path.isfile(path):
         raise ValueError(f"data file must be a file. Received: {path!r} (a directory)")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path!r} is not a NumPy .npy or .npz file: {e}") from e
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        return {name: loaded[name] for name in loaded.files}
+    # Opened here, so that a file that cannot be read is an OSError naming
+    # it; only what NumPy makes of the bytes is a ValueError.
+    with open(path, "rb") as file:
+        try:
+            loaded = np.load(file, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:  # an .npz reads each array as it is asked for
+                return {name: loaded[name] for name in loaded.files}
+        except NOT_NUMPY_ERRORS as e:
+            raise ValueError(f"{path!r} is not a NumPy .npy or .npz file: {e}") from e
 
 
 def add_channel_axis(x: np.ndarray) -> np.ndarray:

@@ -130,8 +130,8 @@ EXIT_STATUSES = (
     (
         EXIT_TERMINATED,
         "terminated",
-        "terminated (SIGTERM: `timeout`, `docker stop`, a job scheduler): "
-        "cleaned up as for Ctrl-C",
+        "terminated (SIGTERM, as `timeout`, `docker stop` or a job scheduler "
+        "send it): cleaned up as for Ctrl-C",
     ),
 )
 STATUS = {code: status for code, status, _ in EXIT_STATUSES}

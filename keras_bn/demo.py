@@ -51,7 +51,7 @@ from keras_bn.export import (
 from keras_bn.folding import FoldReport, fold_batchnorm
 from keras_bn.models import digits_cnn
 from keras_bn.quantization import fine_tune
-from keras_bn.staging import created_directories, save_model
+from keras_bn.staging import created_directories, published_together, save_model
 from keras_bn.timing import median_ms
 
 __all__ = [
@@ -339,7 +339,10 @@ def evaluate(run: DemoRun) -> None:
         run.rows.append(row(label, report.path, runtime(x), left, latency))
 
 
-DEMO_STEPS: tuple[tuple[str, Callable[[DemoRun], None]], ...] = (
+Steps = tuple[tuple[str, Callable[[DemoRun], None]], ...]
+#: The steps that write into the output directory: their files are published
+#: together when the last one is written, or none of them.
+WRITING_STEPS: Steps = (
     ("load data", load_data),
     ("train", train),
     ("fold", fold),
@@ -347,10 +350,20 @@ DEMO_STEPS: tuple[tuple[str, Callable[[DemoRun], None]], ...] = (
     *((stage, export_step(label, fmt, q)) for stage, label, fmt, q in EXPORTS[:2]),
     ("quantization-aware training", export_qat),
     *((stage, export_step(label, fmt, q)) for stage, label, fmt, q in EXPORTS[2:]),
+)
+#: Then the steps that read the published files.
+DEMO_STEPS: Steps = (
+    *WRITING_STEPS,
     ("export BN-free reference", export_bn_free_reference),
     ("evaluate", evaluate),
 )
 DEMO_STAGES = tuple(name for name, _ in DEMO_STEPS)
+
+
+def _run_step(run, name, step, on_stage) -> None:
+    if on_stage is not None:
+        on_stage(name)
+    step(run)
 
 
 def run_demo(
@@ -364,7 +377,8 @@ def run_demo(
     """Trains, folds, exports and evaluates the demo CNN.
 
     Writes into `out_dir` (created if missing, and removed again if the demo
-    fails): `<name>.keras` (trained),
+    fails; files already there are replaced only once every new one is
+    written and checked, all together): `<name>.keras` (trained),
     `<name>_folded.keras`, `<name>.tflite`, `<name>_int8.tflite`,
     `<name>_qat.tflite` (quantization-aware, judged by the exact int8 gate) and
     `<name>.onnx`, where `<name>` is `digits_cnn` or the `.npz` file's stem
@@ -400,10 +414,11 @@ def run_demo(
         )
     run = DemoRun(Path(out_dir), data, epochs, fit_callbacks)
     with created_directories(run.out):
-        for name, step in DEMO_STEPS:
-            if on_stage is not None:
-                on_stage(name)
-            step(run)
+        with published_together():
+            for name, step in WRITING_STEPS:
+                _run_step(run, name, step, on_stage)
+        for name, step in DEMO_STEPS[len(WRITING_STEPS) :]:
+            _run_step(run, name, step, on_stage)
     return DemoResult(
         rows=run.rows,
         dataset=run.dataset.describe(),

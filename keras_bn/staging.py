@@ -148,7 +148,7 @@ def is_staged_name(filename: str | os.PathLike, directory: str, name: str) -> bo
     return filename.startswith(staged_prefix) and ".partial" in filename
 
 
-# The (staged, destination, as given) files of the innermost
+# The (staged, destination, as given) files of the outermost
 # `published_together` block; `None` outside one.
 PUBLISHING_GROUP: contextvars.ContextVar[list[tuple[str, str, str]] | None] = (
     contextvars.ContextVar("PUBLISHING_GROUP", default=None)
@@ -166,7 +166,8 @@ def published_together() -> Iterator[None]:
     destination's previous file, if any, is set aside under a hidden backup
     name and the staged file moved in; if a move fails, the files already
     moved are put back as they were. A failure or an interrupt inside the
-    block removes every staged file and touches no destination.
+    block removes every staged file and touches no destination. A block
+    inside another joins it: its files wait for the outermost block.
 
     Raises:
         OSError: A file could not be moved into place (everything is rolled
@@ -178,6 +179,9 @@ def published_together() -> Iterator[None]:
     ...     write_checked("out/model.tflite")
     ...     write_checked("out/model.onnx")  # failing here keeps both old files
     """
+    if PUBLISHING_GROUP.get() is not None:
+        yield  # the enclosing block publishes, or removes, these files too
+        return
     staged: list[tuple[str, str, str]] = []
     token = PUBLISHING_GROUP.set(staged)
     try:

@@ -34,11 +34,20 @@ def test_npz_uses_either_split_for_both_when_one_is_missing(present, tmp_path):
     np.testing.assert_array_equal(evaluation, test)
 
 
+def truncated_npz(path):
+    np.savez(path, x_train=np.zeros((64, 8, 8, 1)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
 @pytest.mark.parametrize(
     "write, error, fragment",
     [
         (lambda p: np.savez(p, y=np.zeros(2)), ValueError, "x_train or x_test"),
         (lambda p: p.write_text("text"), ValueError, "not a NumPy .npy or .npz"),
+        (lambda p: p.write_bytes(b""), ValueError, "not a NumPy .npy or .npz"),
+        (lambda p: p.write_bytes(b"PK\x03\x04"), ValueError, "not a NumPy"),
+        (truncated_npz, ValueError, "not a NumPy .npy or .npz"),
         (lambda p: None, FileNotFoundError, "does not exist"),
     ],
 )
@@ -143,3 +152,22 @@ def test_a_demo_file_of_channelless_images_serves_the_demo_model(tmp_path):
         adapted = images_for_model(loaded, model)
         np.testing.assert_array_equal(adapted, x[..., None])
         model.predict(adapted, verbose=0)
+
+
+def test_a_file_that_cannot_be_read_is_a_permission_error_naming_it(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.zeros((2, 3)))
+    real_open = open
+
+    def denied(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    # File modes do not stop root; the refusal is simulated where it happens.
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(PermissionError) as error_info:
+        load_images(path)
+    assert error_info.value.filename == str(path)

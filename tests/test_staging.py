@@ -218,6 +218,24 @@ def test_a_failure_in_the_group_publishes_nothing(tmp_path):
     assert (tmp_path / "a.tflite").read_bytes() == b"old a"
 
 
+def test_a_group_inside_a_group_waits_for_the_outer_one(tmp_path):
+    from keras_bn.staging import published_together
+
+    write(tmp_path / "a.tflite", b"old a")
+    with pytest.raises(RuntimeError, match="after the inner group"):
+        with published_together():
+            with published_together():  # as export_files inside the demo
+                with staged_file(tmp_path / "a.tflite") as tmp:
+                    write(tmp, b"new a")
+                with staged_file(tmp_path / "b.onnx") as tmp:
+                    write(tmp, b"new b")
+            assert (tmp_path / "a.tflite").read_bytes() == b"old a"
+            assert not (tmp_path / "b.onnx").exists()
+            raise RuntimeError("a step after the inner group failed")
+    assert os.listdir(tmp_path) == ["a.tflite"]
+    assert (tmp_path / "a.tflite").read_bytes() == b"old a"
+
+
 def test_a_move_that_fails_rolls_back_the_moves_before_it(tmp_path, monkeypatch):
     from keras_bn.staging import published_together
 

@@ -1,13 +1,17 @@
 """Benchmarks, run by `keras-bn bench NAME` (the only entry point).
 
-Every benchmark module follows one convention, so that the command line runs
-them all alike (the same `-q`/`--json` flags, usage errors, one JSON document):
+Every benchmark follows one convention, so that the command line runs them
+all alike (the same `-q`/`--json` flags, usage errors, one JSON document).
+What `keras-bn bench NAME --help` shows needs no TensorFlow, so it is not in
+the benchmark's module:
 
-- `DESCRIPTION: str`: one line for `--help`, `keras_bn.defaults.BENCHMARKS[NAME]`;
-- `add_arguments(parser)`: its own flags on an `argparse` parser, defined
-  in `keras_bn.bench.arguments` (TensorFlow-free, with the defaults and
-  choices they need), so that `keras-bn bench NAME --help` and its usage
-  errors need no TensorFlow;
+- its one-line description: `keras_bn.defaults.BENCHMARKS[NAME]`;
+- its flags: `keras_bn.bench.arguments.ADD_ARGUMENTS[NAME](parser)`, with the
+  defaults and choices the module runs on.
+
+The module `keras_bn.bench.NAME` (and `NAME_jax`, the same measurement on
+JAX, where it exists) has:
+
 - `run(args) -> list[dict]`: the measured rows, JSON-serialisable, nothing
   printed; rows of different tables carry a `"table"` key;
 - `COLUMNS: list[str]`: the columns to show, in order.

@@ -26,16 +26,12 @@ import numpy as np
 
 from keras_bn.bench.arguments import EXPORT_APPLICATIONS as APPLICATIONS
 from keras_bn.bench.arguments import EXPORT_MODELS as MODELS
-from keras_bn.bench.arguments import add_export_arguments
-from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS
+from keras_bn.defaults import EXPORT_FORMATS
 from keras_bn.export import load_runtime, to_onnx, to_tflite, without_batchnorm
 from keras_bn.models import stand_in_application
 from keras_bn.stand_in_statistics import set_stand_in_statistics
 from keras_bn.timing import interleaved_median_ms, latency_columns
 
-DESCRIPTION = BENCHMARKS["export"]
-# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
-add_arguments = add_export_arguments
 VARIANTS = ("unfolded", "folded", "bn_free")
 RUNTIMES = ("tflite", "ort_optimized", "ort_unoptimized")
 COLUMNS = [

@@ -26,16 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.bench.arguments import FOLD_MODES as MODES
-from keras_bn.bench.arguments import add_fold_arguments
-from keras_bn.defaults import BENCHMARKS
 from keras_bn.export import without_batchnorm
 from keras_bn.folding import fold_batchnorm
 from keras_bn.models import stand_in_application
 from keras_bn.timing import interleaved_median_ms, latency_columns
 
-DESCRIPTION = BENCHMARKS["fold"]
-# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
-add_arguments = add_fold_arguments
 VERSIONS = ("unfolded", "folded", "bn-free")
 COLUMNS = [
     "model",

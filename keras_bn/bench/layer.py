@@ -28,15 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.bench.arguments import LAYER_MODES as MODES
-from keras_bn.bench.arguments import add_layer_arguments
 from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
-from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = BENCHMARKS["layer"]
-# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
-add_arguments = add_layer_arguments
 IMPLEMENTATIONS = ("keras_bn", "keras", "fused")
 COLUMNS = [
     "shape",

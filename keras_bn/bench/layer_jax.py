@@ -25,16 +25,10 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from keras_bn.bench.arguments import add_layer_arguments
 from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = (
-    "one BN training step on JAX: keras_bn vs Keras' layer vs Flax's nnx.BatchNorm"
-)
-# The flags of `keras-bn bench layer` (`--modes` does not apply: all under jax.jit).
-add_arguments = add_layer_arguments
 IMPLEMENTATIONS = ("keras_bn", "keras", "flax")
 COLUMNS = [
     "shape",

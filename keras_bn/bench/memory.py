@@ -23,12 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keras_bn.bench.arguments import add_memory_arguments
-from keras_bn.defaults import BENCHMARKS
-
-DESCRIPTION = BENCHMARKS["memory"]
-# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
-add_arguments = add_memory_arguments
 TARGET_RATIO = 2.0
 COLUMNS = [
     "model",

@@ -28,26 +28,21 @@ import keras
 import numpy as np
 
 import keras_bn
-from keras_bn.bench.arguments import add_qat_arguments
 from keras_bn.data import Dataset, digits
-from keras_bn.defaults import BENCHMARKS, EXPORT_FORMATS, WEIGHT_GRANULARITIES
+from keras_bn.defaults import EXPORT_FORMATS, WEIGHT_GRANULARITIES
 from keras_bn.export import load_runtime, to_onnx, to_tflite
 from keras_bn.quantization import fine_tune, quantize_model
 from keras_bn.quantization.training import bn_freeze_epoch
 
 __all__ = [
     "COLUMNS",
-    "DESCRIPTION",
     "QatRow",
     "QatStudy",
-    "add_arguments",
     "mobilenet_style",
     "run",
     "run_qat_study",
 ]
 
-DESCRIPTION = BENCHMARKS["qat"]
-add_arguments = add_qat_arguments
 COLUMNS = [
     "model",
     "keras %",

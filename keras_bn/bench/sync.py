@@ -21,13 +21,8 @@ import argparse
 import numpy as np
 import tensorflow as tf
 
-from keras_bn.bench.arguments import add_sync_arguments
-from keras_bn.defaults import BENCHMARKS
 from keras_bn.timing import median_ms
 
-DESCRIPTION = BENCHMARKS["sync"]
-# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
-add_arguments = add_sync_arguments
 COLUMNS = ["shape", "implementation", "ms", "vs keras"]
 
 

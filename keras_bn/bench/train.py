@@ -25,16 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bn.bench.arguments import TRAIN_MODES as MODES
-from keras_bn.bench.arguments import add_train_arguments
 from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
 from keras_bn.bench.resnet import build_resnet
-from keras_bn.defaults import BENCHMARKS
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = BENCHMARKS["train"]
-# The flags, TensorFlow-free, so that `--help` needs no TensorFlow.
-add_arguments = add_train_arguments
 VARIANTS = ("keras", "keras_bn", "fused", "none")
 COLUMNS = [
     "mode",

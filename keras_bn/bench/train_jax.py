@@ -20,14 +20,12 @@ import argparse
 import keras
 import numpy as np
 
-from keras_bn.bench.arguments import add_train_arguments
 from keras_bn.bench.layer_cases import EPSILON, MOMENTUM
 from keras_bn.bench.layer_jax import check_jax_backend
 from keras_bn.bench.resnet import CLASSES, INPUT_SHAPE, build_resnet
 from keras_bn.layers import BatchNormalization
 from keras_bn.timing import interleaved_median_ms
 
-DESCRIPTION = "the small ResNet's training step on JAX: Keras' BN, keras_bn's, none"
 VARIANTS = {
     "keras": lambda: keras.layers.BatchNormalization(
         momentum=MOMENTUM, epsilon=EPSILON
@@ -35,8 +33,6 @@ VARIANTS = {
     "keras_bn": lambda: BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON),
     "none": keras.layers.Identity,
 }
-# The flags of `keras-bn bench train` (`--modes` does not apply: Keras jits on JAX).
-add_arguments = add_train_arguments
 COLUMNS = ["variant", "step ms", "BN cost ms", "BN cost / keras BN cost"]
 
 

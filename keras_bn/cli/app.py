@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Sequence
 
 from keras_bn.cli.arguments import add_common
-from keras_bn.cli.commands import COMMANDS
+from keras_bn.cli.commands import COMMANDS, EXAMPLES, HELP, examples
 from keras_bn.cli.errors import (
     details_for,
     exit_code_for,
@@ -35,14 +35,8 @@ DESCRIPTION = (
     "fold BN away, export parity-checked TFLite and ONNX files."
 )
 EPILOG = (
-    "examples:\n"
-    "  keras-bn demo\n"
-    "  keras-bn fold model.keras -o model_folded.keras\n"
-    "  keras-bn recalibrate model.keras --data x.npz -o model_recalibrated.keras\n"
-    "  keras-bn export model.keras --format all -o export/out\n"
-    "  keras-bn check model.keras export/out/model.onnx\n"
-    "  keras-bn bench layer --repeats 10\n\n"
-    "exit status:\n"
+    examples(*(EXAMPLES[name][0] for name in COMMANDS))
+    + "\n\nexit status:\n"
     + "".join(
         f"  {code:<3} {meaning.split(':')[0]}\n" for code, _, meaning in EXIT_STATUSES
     )
@@ -122,16 +116,16 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         command = importlib.import_module(f"keras_bn.cli.commands.{name}")
         sub = subparsers.add_parser(
             name,
-            help=command.HELP,
-            description=command.HELP,
-            epilog=command.EPILOG,
+            help=HELP[name],
+            description=HELP[name],
+            epilog=examples(*EXAMPLES[name]),
             formatter_class=formatter,
             json_errors=json_errors,
         )
         if name != "bench":  # a benchmark's own parser adds them
             add_common(sub)
+        sub.set_defaults(run=command.run, parser=sub, input_files={})
         command.add_arguments(sub)
-        sub.set_defaults(run=command.run, parser=sub, input_files=command.INPUT_FILES)
     return parser
 
 

@@ -37,9 +37,10 @@ def existing_file(path: str | os.PathLike, what: str) -> Path:
 def check_input_files(args: argparse.Namespace) -> None:
     """Checks every input file of a command before the command starts.
 
-    Each command module names its inputs in `INPUT_FILES` (the argparse
-    destination and what the file is); a missing, unreadable or directory
-    input fails here, before any output is written or TensorFlow is loaded.
+    Each command declares its inputs with `keras_bn.cli.arguments.add_input_file`
+    (the argparse destination and what the file is); a missing, unreadable
+    or directory input fails here, before any output is written or
+    TensorFlow is loaded.
     """
     for dest, what in args.input_files.items():
         value = getattr(args, dest, None)

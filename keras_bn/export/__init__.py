@@ -2,8 +2,9 @@
 
 `to_tflite` and `to_onnx` fold every BatchNormalization layer, convert, run the
 file in its runtime (LiteRT, onnxruntime), compare it with the original Keras
-model against the bound of `keras_bn.export.parity_bounds`, and only then move the
-file into place. `check_parity` measures any TFLite or ONNX file against a
+model against the bound of `keras_bn.export.parity_bounds` (an int8 file: against
+its simulation, by the exact gate of `keras_bn.quantization.gate`), and only then
+move the file into place. `check_parity` measures any TFLite or ONNX file against a
 Keras model; `load_runtime` runs and times one; `bn_ops_left` says how much of
 BN an exported graph kept.
 

@@ -24,7 +24,7 @@ from keras_bn.export.quantized import (
     publish_quantized,
     sync_input_steps,
 )
-from keras_bn.export.report import ExportReport
+from keras_bn.export.report import ERROR_MODEL, TOLERANCE, ExportReport
 from keras_bn.export.staging import publish_checked
 
 # A converter takes the model to convert and returns the function that writes
@@ -42,6 +42,8 @@ def export_checked(
     quantize: str | None = None,
     details: dict[str, Any] | None = None,
     tolerance: float | None = None,
+    simulation: keras.Model | None = None,
+    not_simulated: str | None = None,
 ) -> ExportReport:
     """Converts, checks and publishes one file; the caller validated.
 
@@ -55,8 +57,15 @@ def export_checked(
         quantize: The quantization, which picks the error model's bound.
         details: Format-specific facts for the report.
         tolerance: The scale-relative bound to hold the file to instead of
-            the error model's (`None`); a quantization-aware model's int8
-            file is judged by the exact gate whatever it is.
+            the error model's (`None`). A float model's int8 file with a
+            `simulation` is judged by the exact gate *and* this bound on its
+            error against the float model; a quantization-aware model's int8
+            file by the exact gate whatever it is.
+        simulation: The post-training simulation of a float model's int8
+            file (`post_training_simulation`); it judges the file by the
+            exact gate. A quantization-aware model is its own.
+        not_simulated: Why a float model's int8 file has no simulation, for
+            the report.
 
     Returns:
         The `ExportReport` of the published file.
@@ -64,23 +73,24 @@ def export_checked(
     Raises:
         ParityError: The file does not match the reference; nothing is written.
     """
+    reference = None
     if is_quantized_model(prepared.reference):
+        simulation, tolerance = prepared.reference, None
+    elif simulation is not None:
+        reference = prepared.reference
+        tolerance = resolve_tolerance(reference, tolerance, quantize)
+    if simulation is not None:
         # The simulation must round each bias on its input's current grid.
-        sync_input_steps(prepared.reference)
+        sync_input_steps(simulation)
     write = convert(prepared.exported)
-    if is_quantized_model(prepared.reference):
-        # Its int8 file is judged in steps of its own simulation.
+    if simulation is not None:
+        # The int8 file is judged in steps of its simulation.
         parity, histogram, file_size = publish_quantized(
-            path, write, x, prepared.reference
+            path, write, x, simulation, reference, tolerance
         )
     else:
-        reference = keras_outputs(prepared.reference, x)
-        if tolerance is None:
-            tolerance = parity_tolerance(prepared.reference, quantize)
-        else:
-            tolerance = resolve_tolerance(prepared.reference, tolerance, quantize)
-        parity, histogram, file_size = publish_checked(
-            path, write, x, reference, tolerance
+        parity, histogram, file_size = _publish_float_rule(
+            prepared.reference, path, write, x, quantize, tolerance, not_simulated
         )
     return ExportReport(
         path=path,
@@ -92,4 +102,23 @@ def export_checked(
         quantize=quantize,
         details=details or {},
         population=prepared.population,
+    )
+
+
+def _publish_float_rule(model, path, write, x, quantize, tolerance, not_simulated):
+    """`publish_checked` under the error model's bound, or the caller's."""
+    reference = keras_outputs(model, x)
+    if tolerance is None:
+        rule, tolerance = ERROR_MODEL, parity_tolerance(model, quantize)
+    else:
+        rule, tolerance = TOLERANCE, resolve_tolerance(model, tolerance, quantize)
+    return publish_checked(
+        path,
+        write,
+        x,
+        reference,
+        tolerance,
+        rule=rule,
+        not_simulated=not_simulated,
+        model_name=model.name,
     )

@@ -3,8 +3,9 @@
 The command line and any script that exports "the usual set" of files go
 through `export_files`, so the naming (`<stem>.tflite`, `<stem>_int8.tflite`,
 `<stem>.onnx`) and the data rule are decided once: float files are checked
-on the evaluation split; int8 is calibrated on the calibration split and
-checked on data it did not see, the evaluation split or, without one, a
+on the evaluation split; int8 is calibrated on the calibration split (its
+post-training simulation, judged by the exact gate) and checked on data it
+did not see, the evaluation split or, without one, a
 held-out part of the calibration data (`keras_bn.export.prepare.
 split_int8_data`, the rule `check_parity(..., calibration=)` applies too).
 
@@ -164,9 +165,12 @@ def export_files(
             re-estimated (on a copy) before folding; estimated and folded once,
             every format is converted from the same folded model.
         on_format: Called with each format as its export starts (progress).
-        tolerance: The scale-relative bound every file must meet instead of
-            `keras_bn.export.parity_bounds`' (`to_tflite`); a
-            quantization-aware model's files are judged by the exact gate.
+        tolerance: The scale-relative bound every float file must meet
+            instead of `keras_bn.export.parity_bounds`'; for an int8 file of
+            a float model, a bound on its error against the float model,
+            judged with the exact gate against its post-training simulation
+            (`to_tflite`); a quantization-aware model's files are judged by
+            the exact gate alone.
 
     Returns:
         One `ExportReport` per format.

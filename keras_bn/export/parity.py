@@ -12,6 +12,7 @@ The Keras reference is computed on the CPU (see docs/error-model.md, "Not covere
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -21,12 +22,12 @@ import tensorflow as tf
 from keras_bn.export import runtimes
 from keras_bn.export.parity_bounds import check_quantize, parity_tolerance
 from keras_bn.export.prepare import parity_inputs, split_int8_data
-from keras_bn.export.report import ParityReport
+from keras_bn.export.report import ERROR_MODEL, TOLERANCE, ParityReport
 from keras_bn.folding.verification import scale_relative_error
 
 # `check_parity(..., tolerance=FROM_ERROR_MODEL)` judges the file against the
 # bound the error model derives for the model and its quantization.
-FROM_ERROR_MODEL = "error_model"
+FROM_ERROR_MODEL = ERROR_MODEL
 
 
 # Input elements per eager call of the reference. An eager call of a
@@ -154,7 +155,10 @@ def check_parity(
             so a caller can pass a data file's arrays unchanged.
 
     Returns:
-        A `ParityReport` with the maximum absolute and scale-relative error.
+        A `ParityReport` with the maximum absolute and scale-relative error;
+        its `rule` says which bound judged the file (`"error_model"`,
+        `"tolerance"`, or `None`). The exact int8 gate needs the file's
+        simulation and is the exporters' (docs/quantization.md).
 
     Raises:
         FileNotFoundError: If `exported_path` does not exist.
@@ -175,4 +179,9 @@ def check_parity(
     else:
         x = parity_inputs(model, inputs)
     reference = keras_outputs(model, x)
-    return compare(path, runtime.format, x.shape, reference, runtime(x), bound)
+    report = compare(path, runtime.format, x.shape, reference, runtime(x), bound)
+    # A file from anywhere has no simulation here: a float rule judges it.
+    rule = None if bound is None else TOLERANCE
+    return dataclasses.replace(
+        report, rule=ERROR_MODEL if tolerance == FROM_ERROR_MODEL else rule
+    )

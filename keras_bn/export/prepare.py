@@ -59,7 +59,13 @@ def input_spec(model: keras.Model) -> tf.TensorSpec:
             "Export supports float32 inputs (quantize with `quantize=` instead). "
             f"Received: input dtype={dtype} for model={model.name!r}"
         )
-    policies = {layer.dtype_policy.name for layer in iter_layers(model)}
+    # An InputLayer computes nothing (the input's dtype is checked above);
+    # loaded while the global policy is mixed, it takes that policy's name.
+    policies = {
+        layer.dtype_policy.name
+        for layer in iter_layers(model)
+        if not isinstance(layer, keras.layers.InputLayer)
+    }
     if policies != {"float32"}:
         raise ValueError(
             "Export supports models computed in float32; a mixed-precision model "

@@ -19,6 +19,14 @@ The file is judged by the exact gate (`keras_bn.quantization.gate`), not by
 a float error bound; `publish_quantized` is `publish_checked` with that gate.
 No Batch Normalization is folded: the quantized model's inference path holds
 none (its BN layers only train).
+
+A float model's post-training int8 file takes the same road:
+`post_training_simulation` is `quantize_model` per channel with its ranges
+calibrated on the representative data and no training step, the simulation
+of the post-training file; that model is converted and the file judged
+against it. Where `quantize_model` has no simulation for the model (a layer
+without int8 rules, nothing to quantize), the reason is returned and the
+exporter falls back to TFLite's own calibration under a float bound.
 """
 
 from __future__ import annotations
@@ -38,9 +46,16 @@ from onnx import helper, numpy_helper
 from keras_bn.export import runtimes
 from keras_bn.export.op_counts import op_histogram
 from keras_bn.export.parity import compare, keras_outputs
-from keras_bn.export.report import ParityError, ParityReport
-from keras_bn.quantization import is_quantized_model, sync_input_steps
-from keras_bn.quantization.gate import output_step, step_report
+from keras_bn.export.report import EXACT_GATE, ParityError, ParityReport
+from keras_bn.quantization import (
+    check_tflite_int8,
+    is_quantized_model,
+    quantize_model,
+    sync_input_steps,
+)
+from keras_bn.quantization.gate import allowed_steps, output_step, step_report
+from keras_bn.quantization.graph import plan_quantization
+from keras_bn.quantization.plans import BlockOptions
 from keras_bn.staging import staged_file
 
 __all__ = [
@@ -49,6 +64,7 @@ __all__ = [
     "convert_quantized_tflite",
     "float_ops",
     "is_quantized_model",
+    "post_training_simulation",
     "publish_quantized",
     "quantize_onnx_weights",
     "sync_input_steps",
@@ -57,6 +73,12 @@ __all__ = [
 #: TFLite ops that may have float tensors in a fully integer file: the entry
 #: and exit conversions, and shape arithmetic.
 INTEGER_EXEMPT_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "SHAPE", "RESHAPE"})
+#: The weight granularity of a float model's post-training int8 file, as
+#: TFLite's converter quantizes weights (per output channel).
+POST_TRAINING_WEIGHTS = "per_channel"
+#: `ParityReport.simulation` of each kind of int8 file.
+QAT_SIMULATION = "quantization-aware model"
+POST_TRAINING = "post-training simulation"
 #: ONNX ops whose second input is a weight, and the axis of its output channels.
 ONNX_WEIGHT_AXES = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1}
 
@@ -77,34 +99,90 @@ def check_quantize_for(model: keras.Model, quantize: str | None) -> str | None:
     return "int8"
 
 
+def post_training_simulation(
+    model: keras.Model, calibration: np.ndarray
+) -> tuple[keras.Model | None, str | None]:
+    """The simulation of a float `model`'s post-training int8 file, or why there is none.
+
+    `quantize_model` per channel (as TFLite's converter quantizes weights)
+    with its activation ranges calibrated on `calibration` and no training
+    step: it rounds what the post-training file rounds, where the file does.
+
+    Args:
+        model: The float model to quantize (folded or not: the simulation
+            folds its BN layers itself).
+        calibration: The representative inputs, batch first.
+
+    Returns:
+        `(simulation, None)`, or `(None, reason)` when `quantize_model` has no
+        simulation for `model`: the planning error naming the layer (no int8
+        rules for it, nothing to quantize, not a Functional/Sequential model)
+        or the gate's (an output no quantizer rounds). Only those are caught;
+        any other error propagates.
+    """
+    try:
+        plan_quantization(model, BlockOptions(POST_TRAINING_WEIGHTS))
+    except (TypeError, ValueError) as error:
+        return None, str(error)
+    simulation = quantize_model(
+        model, weights=POST_TRAINING_WEIGHTS, calibration_data=calibration
+    )
+    try:
+        output_step(simulation)
+    except ValueError as error:
+        return None, str(error)
+    return simulation, None
+
+
 def publish_quantized(
-    path: str, write, x: np.ndarray, model: keras.Model
+    path: str,
+    write,
+    x: np.ndarray,
+    simulation: keras.Model,
+    reference: keras.Model | None = None,
+    tolerance: float | None = None,
 ) -> tuple[ParityReport, dict[str, int], int]:
-    """Writes the int8 file of a QAT `model` next to `path`; publishes it if the exact gate passes.
+    """Writes an int8 file next to `path`; publishes it if the exact gate passes.
 
     Args:
         path: The destination.
         write: Called with the temporary path; writes the file there.
         x: The inputs to run.
-        model: The quantization-aware model, the file's simulation.
+        simulation: The quantized model the file must match within the gate:
+            a quantization-aware model, or `post_training_simulation`'s.
+        reference: The model the caller gave, for the reported figures
+            (`max_rel_error`, `top1_agreement`): a float model's, for its
+            post-training file. `None` is `simulation` itself (QAT).
+        tolerance: A bound on the scale-relative error against `reference`,
+            judged with the gate; `None` judges by the gate alone.
 
     Returns:
         The `ParityReport` (scale-relative figures and the step histogram),
         the file's op histogram and its size in bytes.
 
     Raises:
-        ParityError: the file is not within the gate; nothing is left behind.
+        ParityError: the file is not within the gate (or the tolerance);
+            nothing is left behind.
     """
-    reference = keras_outputs(model, x)
+    simulated = keras_outputs(simulation, x)
+    expected = simulated if reference is None else keras_outputs(reference, x)
+    kind = QAT_SIMULATION if reference is None else POST_TRAINING
     with staged_file(path) as tmp:
         write(tmp)
         file_format = runtimes.detect_format(tmp)
         outputs = runtimes.run_file(tmp, x)
-        parity = compare(path, file_format, x.shape, reference, outputs)
-        steps = step_report(reference, outputs, output_step(model))
-        parity = dataclasses.replace(parity, steps=steps.to_dict())
+        parity = compare(path, file_format, x.shape, expected, outputs, tolerance)
+        steps = step_report(
+            simulated,
+            outputs,
+            output_step(simulation),
+            allowed_steps(simulation, simulated),
+        )
+        parity = dataclasses.replace(
+            parity, steps=steps.to_dict(), rule=EXACT_GATE, simulation=kind
+        )
         if not parity.passed:
-            raise ParityError(parity, path)
+            raise ParityError(parity, path, (reference or simulation).name)
         histogram = op_histogram(tmp)
         file_size = os.path.getsize(tmp)
     return parity, histogram, file_size
@@ -119,8 +197,10 @@ def convert_quantized_tflite(model: keras.Model, int8_io: bool = False) -> bytes
             `False` keeps float32 ones (the file quantizes at its entry).
 
     Raises:
-        ValueError: an op was left in float (a layer without a range).
+        ValueError: a layer TFLite runs in float32 only (a 3D convolution),
+            or an op was left in float (a layer without a range).
     """
+    check_tflite_int8(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if int8_io:

@@ -12,6 +12,16 @@ from typing import Any
 
 from keras_bn.export.op_counts import bn_ops_left
 
+#: The rules a file can be judged by (`ParityReport.rule`).
+#: `"exact_gate"`: every output within one step of the file's int8
+#: simulation (`keras_bn.quantization.gate`); `"error_model"`: the
+#: scale-relative bound of `keras_bn.export.parity_bounds`; `"tolerance"`:
+#: the caller's scale-relative bound.
+EXACT_GATE = "exact_gate"
+ERROR_MODEL = "error_model"
+TOLERANCE = "tolerance"
+RULES = (EXACT_GATE, ERROR_MODEL, TOLERANCE)
+
 
 @dataclasses.dataclass(frozen=True)
 class ParityReport:
@@ -35,9 +45,18 @@ class ParityReport:
             column), the fraction of rows whose argmax agrees; `None` otherwise.
         tolerance: The scale-relative tolerance the export was held to, or
             `None` when the report was made by `check_parity` alone.
-        steps: For the int8 file of a quantization-aware model, the exact
-            gate it was held to instead (`keras_bn.quantization.gate.StepReport.to_dict`):
-            its outputs in quantization steps from the model's simulation.
+        steps: For an int8 file with a simulation (a quantization-aware
+            model's, or a float model's post-training one), the exact gate
+            (`keras_bn.quantization.gate.StepReport.to_dict`): its outputs in
+            quantization steps from the simulation's.
+        rule: Which rule judged the file: `"exact_gate"`, `"error_model"`,
+            `"tolerance"` (see `RULES`), or `None` without a verdict. Under
+            the exact gate a `tolerance` also bounds `max_rel_error` (the
+            file against the model you gave).
+        simulation: What the exact gate compared with: `"quantization-aware
+            model"` or `"post-training simulation"`; `None` without one.
+        not_simulated: Why a float model's int8 file has no simulation (the
+            `quantize_model` error), so that a float rule judged it.
     """
 
     path: str
@@ -50,15 +69,49 @@ class ParityReport:
     top1_agreement: float | None = None
     tolerance: float | None = None
     steps: dict[str, Any] | None = None
+    rule: str | None = None
+    simulation: str | None = None
+    not_simulated: str | None = None
 
     @property
-    def passed(self) -> bool | None:
-        """Whether `max_rel_error <= tolerance` (or the exact gate passed); `None` without either."""
-        if self.steps is not None:
-            return bool(self.steps["passed"])
+    def within_tolerance(self) -> bool | None:
+        """Whether `max_rel_error <= tolerance`; `None` without a tolerance."""
         if self.tolerance is None:
             return None
         return self.max_rel_error <= self.tolerance
+
+    @property
+    def passed(self) -> bool | None:
+        """Whether the file passed its rule (and, with the exact gate, a tolerance given with it).
+
+        `None` without a rule.
+        """
+        if self.steps is not None:
+            return bool(self.steps["passed"]) and self.within_tolerance is not False
+        return self.within_tolerance
+
+    def describe_rule(self) -> str | None:
+        """One line: which rule judged the file, and why no simulation if none."""
+        if self.rule == EXACT_GATE:
+            extra = (
+                ""
+                if self.tolerance is None
+                else f"; and max rel error within the tolerance {self.tolerance:.1e}"
+            )
+            return f"exact int8 gate against its {self.simulation}{extra}"
+        if self.rule is None:
+            return None
+        bound = (
+            "keras_bn.export.parity_bounds' bound"
+            if self.rule == ERROR_MODEL
+            else "the given tolerance"
+        )
+        why = (
+            ""
+            if self.not_simulated is None
+            else f" (no int8 simulation: {self.not_simulated.rstrip('.')})"
+        )
+        return f"max rel error within {bound}{why}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, `passed` included."""
@@ -147,6 +200,8 @@ class ExportReport:
             f"  parity vs Keras on {p.input_shape}: max abs {p.max_abs_error:.3e}, "
             f"max rel {p.max_rel_error:.3e}{tol}",
         ]
+        if p.rule is not None:
+            lines.append(f"  judged by: {p.describe_rule()}")
         if p.steps is not None:
             lines.append(f"  exact int8 gate: {p.steps['summary']}")
         if p.top1_agreement is not None:
@@ -164,23 +219,49 @@ class ParityError(RuntimeError):
     The `report` attribute holds the failing `ParityReport`.
     """
 
-    def __init__(self, report: ParityReport, destination: str):
+    def __init__(self, report: ParityReport, destination: str, model_name: str = ""):
         self.report = report
-        if report.steps is not None:
+        model = f" of model '{model_name}'" if model_name else ""
+        nothing = f"Nothing was written to {destination!r}."
+        if report.steps is not None and not report.steps["passed"]:
             super().__init__(
-                f"The exported {report.format} int8 file does not compute what its "
-                f"quantization-aware model simulates: {report.steps['summary']} "
-                f"(rule: {report.steps['rule']}). Nothing was written to "
-                f"{destination!r}."
+                f"The exported {report.format} int8 file{model} does not compute "
+                f"what its {report.simulation} simulates: "
+                f"{report.steps['summary']} (rule: {report.steps['rule']}). {nothing}"
             )
             return
-        super().__init__(
-            f"The exported {report.format} model does not match the Keras model: "
-            f"max relative error {report.max_rel_error:.3e} (max absolute "
-            f"{report.max_abs_error:.3e}) exceeds the tolerance "
-            f"{report.tolerance:.3e} of keras_bn.export.parity_bounds on inputs of "
-            f"shape {report.input_shape}. Nothing was written to {destination!r}."
+        if report.steps is not None:
+            super().__init__(
+                f"The exported {report.format} int8 file{model} passed the exact "
+                f"gate ({report.steps['summary']}), but its max relative error "
+                f"against the float model, {report.max_rel_error:.3e} (max absolute "
+                f"{report.max_abs_error:.3e}, top-1 agreement "
+                f"{_percent(report.top1_agreement)}), exceeds the given tolerance "
+                f"{report.tolerance:.3e} on inputs of shape {report.input_shape}. "
+                f"{nothing}"
+            )
+            return
+        bound = (
+            "the given tolerance"
+            if report.rule == TOLERANCE
+            else "the tolerance of keras_bn.export.parity_bounds"
         )
+        why = (
+            ""
+            if report.not_simulated is None
+            else f" (judged by a float bound: no int8 simulation, {report.not_simulated})"
+        )
+        named = f" '{model_name}'" if model_name else ""
+        super().__init__(
+            f"The exported {report.format} file does not match the Keras "
+            f"model{named}: max relative error {report.max_rel_error:.3e} (max absolute "
+            f"{report.max_abs_error:.3e}) exceeds {bound} {report.tolerance:.3e} "
+            f"on inputs of shape {report.input_shape}{why}. {nothing}"
+        )
+
+
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{fraction:.2%}"
 
 
 def fold_report_to_dict(report: Any) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ this module adds the exporters' check between writing and publishing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -26,6 +27,10 @@ def publish_checked(
     x: np.ndarray,
     reference: np.ndarray,
     tolerance: float,
+    *,
+    rule: str | None = None,
+    not_simulated: str | None = None,
+    model_name: str = "",
 ) -> tuple[ParityReport, dict[str, int], int]:
     """Writes a file next to `path`, checks it, and only then moves it in place.
 
@@ -38,6 +43,9 @@ def publish_checked(
         x: The inputs to run.
         reference: The Keras model's outputs on `x`.
         tolerance: The scale-relative bound the file must meet.
+        rule: Where `tolerance` came from (`ParityReport.rule`).
+        not_simulated: Why no int8 simulation judges the file instead, if so.
+        model_name: The model's name, for the error.
 
     Returns:
         The `ParityReport`, the file's op histogram and its size in bytes.
@@ -50,8 +58,9 @@ def publish_checked(
         file_format = runtimes.detect_format(tmp)
         outputs = runtimes.run_file(tmp, x)
         parity = compare(path, file_format, x.shape, reference, outputs, tolerance)
+        parity = dataclasses.replace(parity, rule=rule, not_simulated=not_simulated)
         if not parity.passed:
-            raise ParityError(parity, path)
+            raise ParityError(parity, path, model_name)
         histogram = op_histogram(tmp)
         file_size = os.path.getsize(tmp)
     return parity, histogram, file_size

@@ -35,6 +35,7 @@ from keras_bn.export.quantized import (
     check_quantize_for,
     convert_quantized_tflite,
     is_quantized_model,
+    post_training_simulation,
 )
 from keras_bn.export.report import ExportReport
 from keras_bn.staging import validate_destination
@@ -43,9 +44,16 @@ from keras_bn.staging import validate_destination
 # exceeds the range of n exchangeable calibration samples with probability
 # 1/(n + 1) (order statistics) and then saturates. 500 samples left the digits
 # CNN's held-out outliers at 4.5e-2; all 1,150 brought them under 1.2e-2.
-# Above the cap, calibration costs one interpreter call per sample for
-# little gain, so an evenly spaced subset is taken.
+# Above the cap, calibration costs one interpreter call per sample (TFLite's
+# own) or more Keras batches (the post-training simulation) for little gain,
+# so an evenly spaced subset is taken, the same for both.
 MAX_CALIBRATION_SAMPLES = 2000
+
+
+def calibration_subset(data: np.ndarray) -> np.ndarray:
+    """At most `MAX_CALIBRATION_SAMPLES` of `data`, evenly spaced."""
+    step = -(-len(data) // MAX_CALIBRATION_SAMPLES)
+    return data[::step]
 
 
 def convert_to_tflite(
@@ -61,8 +69,7 @@ def convert_to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        step = -(-len(representative_data) // MAX_CALIBRATION_SAMPLES)
-        calibration = representative_data[::step]
+        calibration = calibration_subset(representative_data)
 
         def representative_dataset():
             for sample in calibration:
@@ -127,10 +134,21 @@ def to_tflite(
 
     The model is converted with `tf.lite.TFLiteConverter.from_keras_model`,
     written to a hidden temporary file next to `path`, run with LiteRT's
-    interpreter and compared with the *original* Keras model; only if the
-    scale-relative error is within the bound of `keras_bn.export.parity_bounds`
-    for the chosen precision is it renamed to `path`. The caller's model is never
+    interpreter and compared with the *original* Keras model; only if it
+    passes its rule is it renamed to `path`. The caller's model is never
     modified.
+
+    The rule (`report.parity.rule`): a float32 or float16 file must be
+    within the scale-relative bound of `keras_bn.export.parity_bounds` (or
+    `tolerance`). An int8 file is converted from its simulation and must be
+    within the exact gate of `keras_bn.quantization.gate` against it: a
+    quantization-aware model is its own; for a float model it is the
+    post-training simulation, `quantize_model` per channel calibrated on
+    `representative_data` with no training step. Its error against the float
+    model is reported, and bounded only by a `tolerance` you give. A float
+    model `quantize_model` cannot simulate (a layer without int8 rules) is
+    calibrated by TFLite's converter instead and judged by the float bound;
+    `report.parity.not_simulated` says why (docs/quantization.md).
 
     Args:
         model: A Keras model with one float32 input whose non-batch dimensions
@@ -139,7 +157,7 @@ def to_tflite(
         fold: Fold BatchNormalization layers first (default).
         quantize: `None` (float32), `"float16"` (weights stored in float16,
             half the size) or `"int8"` (full-integer post-training
-            quantization; inputs and outputs stay float32).
+            quantization, per channel; inputs and outputs stay float32).
         representative_data: Required for, and only accepted with, `"int8"`:
             typical inputs, batch first, that calibrate the ranges (at most
             2000, evenly spaced).
@@ -156,14 +174,17 @@ def to_tflite(
             before folding; the file then carries them, and parity is checked
             against that recalibrated copy. `model` itself is untouched.
         tolerance: The scale-relative bound the file must meet, instead of
-            `keras_bn.export.parity_bounds`' (for an int8 file whose float
-            bound refuses a file you accept). A quantization-aware model's
-            file is judged by the exact int8 gate instead
-            (docs/quantization.md).
+            `keras_bn.export.parity_bounds'`. For a float model's int8 file,
+            a bound on its error against the float model, judged together
+            with the exact gate (your task's requirement; without it a
+            correct lossy file is never refused). Not used for a
+            quantization-aware model's file (the exact gate alone).
 
     Returns:
-        An `ExportReport`. For int8, `report.parity.top1_agreement` is the
-        fraction of samples whose predicted class matches the float model's.
+        An `ExportReport`. For int8, `report.parity.steps` is the exact
+        gate's step histogram, and `report.parity.max_rel_error` and
+        `top1_agreement` (the fraction of samples whose predicted class
+        matches) compare the file with the model you gave.
 
     Raises:
         TypeError: If `model` is not a `keras.Model`.
@@ -171,8 +192,8 @@ def to_tflite(
             representative data, or a model with several inputs, a
             non-float32 dtype or an unknown input dimension.
         FileNotFoundError: If the destination directory does not exist.
-        ParityError: If the converted file does not match the Keras model; no
-            file is left behind.
+        ParityError: If the converted file does not pass its rule (or an
+            int8 file exceeds `tolerance`); no file is left behind.
 
     Example:
 
@@ -219,17 +240,33 @@ def write_tflite(
     x: np.ndarray,
     tolerance: float | None = None,
 ) -> ExportReport:
-    """Converts the prepared model to a checked TFLite file at `path`."""
+    """Converts the prepared model to a checked TFLite file at `path`.
+
+    A float model's int8 file is converted from its post-training
+    simulation and judged by the exact gate against it; without one (the
+    reason is reported), from TFLite's own calibration under a float bound.
+    """
     quantize = check_quantize_for(prepared.reference, quantize)
+    simulation = not_simulated = None
+    if quantize == "int8" and not is_quantized_model(prepared.reference):
+        simulation, not_simulated = post_training_simulation(
+            prepared.reference, calibration_subset(calibration)
+        )
+
+    def convert(exported: keras.Model):
+        if simulation is not None:
+            return _writer(convert_quantized_tflite(simulation))
+        return _writer(convert_to_tflite(exported, quantize, calibration))
+
     return export_checked(
         prepared,
         path,
         file_format="tflite",
-        convert=lambda exported: _writer(
-            convert_to_tflite(exported, quantize, calibration)
-        ),
+        convert=convert,
         x=x,
         quantize=quantize,
         details={"tensorflow": tf.__version__},
         tolerance=tolerance,
+        simulation=simulation,
+        not_simulated=not_simulated,
     )

@@ -186,8 +186,7 @@ def fold_bn_after_depthwise_conv(
     """
     dtype = kernel.dtype
     channels, multiplier = kernel.shape[-2:]
-    _check_shape("scale", scale, (channels * multiplier,))
-    _check_shape("shift", shift, (channels * multiplier,))
+    _check_scale_shift(scale, shift, channels * multiplier)
     kernel64 = np.asarray(kernel, np.float64) * np.reshape(
         scale, (channels, multiplier)
     )
@@ -219,16 +218,14 @@ def fold_bn_before_conv(
     """
     dtype = kernel.dtype
     group_in, channels_out = kernel.shape[-2:]
-    _check_shape("scale", scale, (group_in * groups,))
-    _check_shape("shift", shift, (group_in * groups,))
+    _check_scale_shift(scale, shift, group_in * groups)
     group_out = channels_out // groups
     # Per-group input vectors laid out like the kernel's (in / groups, out).
     scale_grid = np.repeat(np.reshape(scale, (groups, group_in)).T, group_out, axis=1)
     shift_grid = np.repeat(np.reshape(shift, (groups, group_in)).T, group_out, axis=1)
     kernel64 = np.asarray(kernel, np.float64)
-    window_axes = tuple(range(kernel.ndim - 2))
     bias64 = _bias64(bias, channels_out) + np.sum(
-        kernel64.sum(axis=window_axes) * shift_grid, axis=0
+        _window_sum(kernel64) * shift_grid, axis=0
     )
     return (kernel64 * scale_grid).astype(dtype), bias64.astype(dtype)
 
@@ -257,11 +254,9 @@ def fold_bn_before_depthwise_conv(
     """
     dtype = kernel.dtype
     channels, multiplier = kernel.shape[-2:]
-    _check_shape("scale", scale, (channels,))
-    _check_shape("shift", shift, (channels,))
+    _check_scale_shift(scale, shift, channels)
     kernel64 = np.asarray(kernel, np.float64)
-    window_axes = tuple(range(kernel.ndim - 2))
-    offset = kernel64.sum(axis=window_axes) * shift[:, None]
+    offset = _window_sum(kernel64) * shift[:, None]
     bias64 = _bias64(bias, channels * multiplier) + offset.reshape(-1)
     return (kernel64 * scale[:, None]).astype(dtype), bias64.astype(dtype)
 
@@ -305,13 +300,22 @@ def fold_bn_before_separable_conv(
 def _fold_output_axis(kernel, bias, scale, shift, axis):
     dtype = kernel.dtype
     channels = kernel.shape[axis]
-    _check_shape("scale", scale, (channels,))
-    _check_shape("shift", shift, (channels,))
+    _check_scale_shift(scale, shift, channels)
     broadcast = [1] * kernel.ndim
     broadcast[axis] = channels
     kernel64 = np.asarray(kernel, np.float64) * np.reshape(scale, broadcast)
     bias64 = _bias64(bias, channels) * scale + shift
     return kernel64.astype(dtype), bias64.astype(dtype)
+
+
+def _window_sum(kernel64):
+    """The kernel summed over its window: what a constant input meets."""
+    return kernel64.sum(axis=tuple(range(kernel64.ndim - 2)))
+
+
+def _check_scale_shift(scale, shift, channels):
+    _check_shape("scale", scale, (channels,))
+    _check_shape("shift", shift, (channels,))
 
 
 def _bias64(bias, channels):

@@ -18,6 +18,7 @@ from keras_bn.quantization.activation_quantizer import ActivationQuantizer
 from keras_bn.quantization.blocks import QuantizedBlock
 from keras_bn.quantization.model import (
     calibrate_ranges,
+    check_tflite_int8,
     freeze_bn_statistics,
     is_quantized_model,
     quantize_model,
@@ -31,6 +32,7 @@ __all__ = [
     "QuantizedBlock",
     "QatResult",
     "calibrate_ranges",
+    "check_tflite_int8",
     "fine_tune",
     "freeze_bn_statistics",
     "is_quantized_model",

@@ -97,12 +97,16 @@ class QuantizedBlock(keras.layers.Layer):
             AffineRule() if self.linear is None else quantization_rule_for(self.linear)
         )
         self.output_quantizer = (
-            ActivationQuantizer(range_momentum, name="output_quantizer")
+            ActivationQuantizer(
+                range_momentum, name="output_quantizer", dtype="float32"
+            )
             if self.quantize_output
             else None
         )
         self.between_quantizer = (
-            ActivationQuantizer(range_momentum, name="between_quantizer")
+            ActivationQuantizer(
+                range_momentum, name="between_quantizer", dtype="float32"
+            )
             if len(self.rule.kernel_names) > 1
             else None
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -21,6 +23,7 @@ from keras_bn.quantization.quantizers import activation_scale
 
 __all__ = [
     "calibrate_ranges",
+    "check_tflite_int8",
     "sync_input_steps",
     "freeze_bn_statistics",
     "is_quantized_model",
@@ -60,6 +63,10 @@ def quantize_model(
     `calibration_data` and no training, the ranges are those of post-training
     quantization, and the model is the simulation of the post-training file.
 
+    The new model computes in float32 even when `model` (or the global
+    policy) is mixed precision: the simulation rounds onto int8 grids that
+    float16 cannot hold, and its files are judged against it.
+
     Args:
         model: a built Functional or Sequential Keras model, channels_last.
         weights: `"per_channel"` (a scale per output channel, TFLite's
@@ -96,13 +103,29 @@ def quantize_model(
     planned = plan_quantization(model, options)
     graph = functional_graph(model)
     steps = [(call, planned.plans[id(call)]) for call in planned.view.calls]
-    quantized = rebuild(model, graph, steps)
+    with _simulation_global_policy():
+        quantized = rebuild(model, graph, steps)
     if calibration_data is not None:
         calibrate_ranges(quantized, calibration_data)
     else:
         sync_input_steps(quantized)
     report = FoldReport(entries=planned.entries)
     return (quantized, report) if return_report else quantized
+
+
+@contextlib.contextmanager
+def _simulation_global_policy() -> Iterator[None]:
+    # Under a mixed global policy, the layers Keras makes with no dtype of
+    # their own (the new inputs, the model) compute in float32 too.
+    previous = keras.mixed_precision.global_policy()
+    if previous.compute_dtype == previous.variable_dtype:
+        yield
+        return
+    keras.mixed_precision.set_global_policy(previous.variable_dtype)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def producing_quantizer(view: GraphView, tensor) -> ActivationQuantizer | None:
@@ -127,6 +150,33 @@ def quantized_blocks(model: keras.Model) -> list[QuantizedBlock]:
 def is_quantized_model(model: keras.Model) -> bool:
     """Whether `model` came from `quantize_model` (holds activation quantizers)."""
     return any(isinstance(layer, ActivationQuantizer) for layer in iter_layers(model))
+
+
+def check_tflite_int8(model: keras.Model) -> None:
+    """Checks every block of a QAT model has an int8 TFLite kernel.
+
+    TF 2.21's TFLite converter keeps `CONV_3D` and `CONV_3D_TRANSPOSE` in
+    float32 (TFLite has no int8 kernel for them), so a model with a Conv3D
+    or Conv3DTranspose has no fully integer TFLite file. Its QDQ ONNX file
+    runs them in int8 (`keras_bn.export.to_onnx`).
+
+    Raises:
+        ValueError: naming the first such layer and its TFLite op.
+
+    Example:
+
+    >>> check_tflite_int8(quantize_model(conv3d_model))  # doctest: +SKIP
+    ValueError: Layer 'conv3d' (Conv3D) has no int8 TFLite kernel: ...
+    """
+    for block in quantized_blocks(model):
+        op = None if block.linear is None else block.rule.tflite_float_op(block.linear)
+        if op is not None:
+            raise ValueError(
+                f"Layer '{block.name}' ({type(block.linear).__name__}) has no "
+                f"int8 TFLite kernel: TFLite runs {op} in float32 only, so "
+                f"model '{model.name}' has no fully integer TFLite file. Its "
+                "QDQ ONNX file (to_onnx) runs it in int8."
+            )
 
 
 def freeze_bn_statistics(model: keras.Model, frozen: bool = True) -> int:

@@ -33,6 +33,7 @@ from keras_bn.quantization.blocks import QuantizedBlock
 __all__ = [
     "Absorbed",
     "BlockOptions",
+    "CopyInSimulationDtype",
     "InputQuantizers",
     "QuantizeAffine",
     "QuantizeLinear",
@@ -42,6 +43,7 @@ __all__ = [
     "ReadQuantizedInputs",
     "copy_batchnorm",
     "copy_layer",
+    "simulation_dtype",
 ]
 
 
@@ -54,9 +56,25 @@ class BlockOptions:
     range_momentum: float = 0.99
 
 
+def simulation_dtype(layer):
+    """The dtype policy of `layer`'s copy in a QAT model.
+
+    A mixed-precision layer (float16 or bfloat16 compute) computes in its
+    variable dtype, float32: the int8 simulation rounds onto grids that
+    float16 cannot hold (255 levels of a range, off by up to a tenth of a
+    step near its ends) and TensorFlow's FakeQuant ops take float32 only.
+    Any other policy is kept.
+    """
+    policy = layer.dtype_policy
+    if policy.compute_dtype != policy.variable_dtype:
+        return policy.variable_dtype
+    return policy
+
+
 def copy_batchnorm(bn, **changes) -> BatchNormalization:
     """A `keras_bn.BatchNormalization` with `bn`'s configuration (Keras' or ours)."""
-    return BatchNormalization.from_config({**bn.get_config(), **changes})
+    config = {**bn.get_config(), "dtype": simulation_dtype(bn), **changes}
+    return BatchNormalization.from_config(config)
 
 
 class QuantizePlan(Plan):
@@ -86,6 +104,7 @@ class QuantizePlan(Plan):
             quantize_output=self.quantize_output,
             range_momentum=self.options.range_momentum,
             name=self.layer.name,
+            dtype=simulation_dtype(self.layer),
         )
 
 
@@ -97,7 +116,7 @@ class QuantizeLinear(QuantizePlan):
         self.batchnorm = batchnorm
 
     def build(self):
-        config = self.layer.get_config()
+        config = {**self.layer.get_config(), "dtype": simulation_dtype(self.layer)}
         if "activation" in config:
             config["activation"] = "linear"
         batchnorm = None if self.batchnorm is None else copy_batchnorm(self.batchnorm)
@@ -157,6 +176,7 @@ class QuantizerGroup:
                 self.options.range_momentum,
                 fixed_range=self.fixed_range,
                 name=f"{self.name}_quantizer",
+                dtype="float32",
             )
             new_layers[("quantizer", id(self))] = self.quantizer
         return self.quantizer
@@ -184,7 +204,9 @@ class QuantizeOutput(Plan):
         outputs = self.inner.replay(call, tensors, new_layers)
         if self.activation is not None:
             layer = keras.layers.Activation(
-                self.activation, name=f"{self.layer.name}_{self.activation}"
+                self.activation,
+                name=f"{self.layer.name}_{self.activation}",
+                dtype=simulation_dtype(self.layer),
             )
             new_layers[("activation", id(call))] = layer
             outputs = [layer(output) for output in outputs]
@@ -207,7 +229,9 @@ class InputQuantizers:
             if key in self.input_ids and key not in self.quantized:
                 suffix = f"_{len(self.quantized)}" if self.quantized else ""
                 quantizer = ActivationQuantizer(
-                    self.options.range_momentum, name=f"input_quantizer{suffix}"
+                    self.options.range_momentum,
+                    name=f"input_quantizer{suffix}",
+                    dtype="float32",
                 )
                 new_layers[("input_quantizer", key)] = quantizer
                 self.quantized[key] = quantizer(tensors[key])
@@ -231,8 +255,18 @@ class ReadQuantizedInputs(Plan):
         )
 
 
+class CopyInSimulationDtype(CopyLayer):
+    """A copy of a mixed-precision layer that computes in float32 (`simulation_dtype`)."""
+
+    def build(self):
+        config = {**self.layer.get_config(), "dtype": simulation_dtype(self.layer)}
+        return rebuild_layer(self.layer, config)
+
+
 def copy_layer(layer) -> Plan:
     """The plan that copies `layer` (or shares a stateless operation)."""
-    if isinstance(layer, keras.layers.Layer):
-        return CopyLayer(layer)
-    return ShareOperation(layer)
+    if not isinstance(layer, keras.layers.Layer):
+        return ShareOperation(layer)
+    if simulation_dtype(layer) is not layer.dtype_policy:
+        return CopyInSimulationDtype(layer)
+    return CopyLayer(layer)

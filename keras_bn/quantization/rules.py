@@ -47,6 +47,10 @@ class QuantizationRule:
             )
         return None
 
+    def tflite_float_op(self, layer) -> str | None:
+        """The TFLite op of `layer` that has no int8 kernel, or `None`."""
+        return None
+
     def reduce_axes(self, name: str, rank: int) -> tuple[int, ...]:
         """Every axis of kernel `name` (of rank `rank`) but its output channel's."""
         return tuple(range(rank - 1))
@@ -82,6 +86,10 @@ class DenseRule(QuantizationRule, folding_rules.DenseRule):
 
 
 class ConvRule(QuantizationRule, folding_rules.ConvRule):
+    def tflite_float_op(self, layer):
+        # TF 2.21's converter keeps CONV_3D in float32, with its bias ADD.
+        return "CONV_3D" if layer.rank == 3 else None
+
     def apply(self, layer, x, kernels, between=None):
         if layer.padding == "causal":
             # As keras.layers.Conv1D.call: pad on the left, then "valid".
@@ -147,6 +155,10 @@ class SeparableConvRule(QuantizationRule, folding_rules.SeparableConvRule):
 
 
 class ConvTransposeRule(QuantizationRule, folding_rules.ConvTransposeRule):
+    def tflite_float_op(self, layer):
+        # As CONV_3D: float32 only in TF 2.21's converter.
+        return "CONV_3D_TRANSPOSE" if layer.rank == 3 else None
+
     def reduce_axes(self, name, rank):
         return (*range(rank - 2), rank - 1)
 

@@ -19,6 +19,7 @@ import pytest
 
 import keras_bn
 from keras_bn import cli, defaults, demo
+from keras_bn.cli.commands import COMMANDS
 from keras_bn.data import load_dataset
 from keras_bn.export import bn_layers_left
 from tests.helpers.cli import run_script as keras_bn_cli
@@ -214,14 +215,24 @@ def test_parity_failure_with_json_is_one_document(demo_run, other_model, capsys)
 # --- in-process: help, usage, data ---------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "command", ["demo", "fold", "recalibrate", "export", "check", "bench"]
-)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
     assert exit_info.value.code == 0
-    assert f"keras-bn {command}" in capsys.readouterr().out.split("example")[1]
+    assert f"keras-bn {command}" in capsys.readouterr().out.split("examples:")[1]
+
+
+def test_top_level_help_lists_each_command_and_each_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    examples, statuses = capsys.readouterr().out.split("exit status:")
+    for command in COMMANDS:
+        assert f"  keras-bn {command} " in examples, command
+    lines = {int(line.split()[0]): line for line in statuses.splitlines()[1:-1]}
+    assert set(lines) == {code for code, _, _ in defaults.EXIT_STATUSES}
+    for line in lines.values():  # the short meaning is whole, not cut mid-way
+        assert line.count("(") == line.count(")"), line
 
 
 @pytest.mark.parametrize(
@@ -345,3 +356,29 @@ def test_int8_export_then_check_on_the_same_npz_agree(demo_run, tmp_path, capsys
     assert export_parity["input_shape"][0] == len(data.x_test)
     assert export_parity["max_rel_error"] == checked["parity"]["max_rel_error"]
     assert export_parity["passed"] and checked["passed"]
+    # Export judged its own file exactly against the post-training simulation;
+    # check, with only the file, by the error model's float bound.
+    assert export_parity["rule"] == "exact_gate"
+    assert export_parity["simulation"] == "post-training simulation"
+    assert checked["parity"]["rule"] == "error_model"
+
+
+def test_int8_export_tolerance_bounds_the_float_error(demo_run, tmp_path, capsys):
+    # `--tolerance` bounds a post-training int8 file's error against the
+    # float model, on top of the exact gate: below the measured error the
+    # export is refused with both verdicts, and nothing is written.
+    out, _ = demo_run
+    data = keras_bn.data.digits()
+    npz = tmp_path / "digits.npz"
+    np.savez(npz, x_train=data.x_train, x_test=data.x_test)
+    model = str(out / "digits_cnn.keras")
+    args = ["--format", "tflite", "--quantize", "int8", "--data", str(npz)]
+    written = tmp_path / "out"
+    code = cli.main(
+        ["export", model, *args, "--tolerance", "1e-6", "-o", str(written), "--json"]
+    )
+    assert code == defaults.EXIT_PARITY
+    report = json.loads(capsys.readouterr().out)
+    assert "passed the exact gate" in report["error"]
+    assert "exceeds the given tolerance 1.000e-06" in report["error"]
+    assert not written.exists()

@@ -14,7 +14,13 @@ from keras_bn.export import (
 )
 from keras_bn.export.quantized import convert_quantized_tflite, float_ops
 from keras_bn.quantization import quantize_model, sync_input_steps
-from keras_bn.quantization.gate import MAX_STEPS, output_step, step_report
+from keras_bn.quantization.gate import (
+    MAX_STEPS,
+    SATURATING_OUTPUT_BOUNDS,
+    allowed_steps,
+    output_step,
+    step_report,
+)
 from tests.helpers.folding import set_statistics
 from tests.quantization.test_quantize_model import (
     residual_concat_model,
@@ -34,6 +40,17 @@ def depthwise_dense_model():
     x = keras.layers.ReLU()(x)
     return keras.Model(inputs, keras.layers.Dense(4)(x))
 
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+SATURATING = {
+    "softmax": softmax,
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "tanh": np.tanh,
+}
 
 MODELS = {
     "sequential_softmax": sequential_model,
@@ -122,9 +139,52 @@ def test_gate_catches_a_wrong_scale(rng):
     assert step_report(simulated, simulated + step, step).passed
 
 
-def test_export_tolerance_replaces_the_float_bound(rng, tmp_path):
-    # A float model's int8 file refused by the error model's bound is written
-    # when the caller accepts a larger error, and refused below it.
+@pytest.mark.parametrize("name, function", SATURATING.items())
+def test_saturating_bounds_hold_for_inputs_one_step_off(name, function, rng):
+    # Independent of the derivation: the worst of many sign patterns of
+    # one-step input errors, in float64, never moves an output further.
+    for input_step in (1e-3, 0.05, 0.3):
+        z = rng.normal(scale=4.0, size=(200, 6))
+        y = function(z)
+        # A known value off by `h` (the simulation's rounding) widens it.
+        h = 0.01
+        known = np.clip(y + rng.uniform(-h, h, size=y.shape), -1, 1)
+        bound = SATURATING_OUTPUT_BOUNDS[name](known, input_step, h)
+        for _ in range(50):
+            moved = function(z + input_step * rng.choice([-1.0, 1.0], size=z.shape))
+            assert np.all(np.abs(moved - y) <= bound * (1 + 1e-9) + 1e-15)
+
+
+def test_a_softmax_output_gets_its_own_allowance(rng):
+    qat, x = trained_qat(sequential_model, "per_channel", rng)
+    simulated = qat(x, training=False).numpy()
+    step = output_step(qat)
+    logits = qat.layers[-3].output_quantizer  # the Dense block before the softmax
+    logit_step = (logits.range_max.numpy() - logits.range_min.numpy()) / 255.0
+    allowed = allowed_steps(qat, simulated)
+    assert step == pytest.approx(1 / 256) and allowed.shape == simulated.shape
+    # At most the softmax's largest slope (1/2) times the logit step, plus
+    # the one step of rounding; confident outputs keep less room.
+    assert np.all(allowed >= MAX_STEPS)
+    assert allowed.max() <= MAX_STEPS + np.ceil(0.5 * logit_step / step)
+    assert allowed.min() < allowed.max()
+    logits_only, x = trained_qat(depthwise_dense_model, "per_channel", rng)
+    assert allowed_steps(logits_only, logits_only(x).numpy()) == MAX_STEPS
+
+
+def test_each_output_is_judged_by_its_own_allowance():
+    simulated = np.zeros((1, 3))
+    allowed = np.array([[1, 3, 1]])
+    report = step_report(simulated, np.array([[0.0, 3.0, 1.0]]), 1.0, allowed)
+    assert report.passed and report.allowed == 3 and report.max_excess == 0
+    report = step_report(simulated, np.array([[2.0, 0.0, 0.0]]), 1.0, allowed)
+    assert not report.passed and report.max_excess == 1
+
+
+def test_export_tolerance_also_bounds_the_error_against_the_float_model(rng, tmp_path):
+    # A float model's int8 file passes the exact gate against its
+    # post-training simulation; a tolerance the caller gives bounds its error
+    # against the float model as well: refused below it, written above.
     model = depthwise_dense_model()
     set_statistics(model, rng)
     x = rng.normal(size=(64, 6, 6, 3)).astype("float32")
@@ -144,3 +204,4 @@ def test_export_tolerance_replaces_the_float_bound(rng, tmp_path):
         tolerance=0.5,
     )
     assert report.parity.tolerance == 0.5 and report.parity.passed
+    assert report.parity.rule == "exact_gate" and report.parity.steps["passed"]

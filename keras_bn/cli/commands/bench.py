@@ -1,12 +1,11 @@
 """`keras-bn bench NAME`: run one benchmark of `keras_bn.bench`.
 
-Benchmarks follow one convention (see `keras_bn.bench`): `DESCRIPTION`,
-`add_arguments(parser)`, `run(args) -> list[dict]` and `COLUMNS`. This
-command builds the benchmark's parser (with `-q` and `--json` like every
-other command) from `keras_bn.bench.arguments`, which is TensorFlow-free, so
-that `--help` and usage errors answer at once; only then is the benchmark's
-module (which loads TensorFlow) imported, run, and its rows printed as tables
-or as one JSON document.
+Benchmarks follow one convention (see `keras_bn.bench`). This command
+builds the benchmark's parser (with `-q` and `--json` like every other
+command) from `keras_bn.bench.arguments`, which is TensorFlow-free, so that
+`--help` and usage errors answer at once; only then is the benchmark's module
+(which loads TensorFlow) imported, run, and its rows printed as tables or as
+one JSON document.
 """
 
 from __future__ import annotations
@@ -18,16 +17,6 @@ import os
 from keras_bn.cli.arguments import add_common
 from keras_bn.cli.output import format_row_tables, print_json
 from keras_bn.defaults import BENCHMARKS, EXIT_OK
-
-HELP = "run a benchmark; the remaining arguments go to it"
-EPILOG = (
-    "examples:\n"
-    + "".join(f"  keras-bn bench {n:<7} # {h}\n" for n, h in BENCHMARKS.items())
-    + "  keras-bn bench fold --help"
-)
-
-# The benchmarks read no user file.
-INPUT_FILES: dict[str, str] = {}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,26 +44,6 @@ def benchmark_parser(
     add_common(parser)
     ADD_ARGUMENTS[name](parser)
     return parser
-
-
-def benchmark_module(name: str, argv: list[str]):
-    """The benchmark's module for the `--backend` in `argv` (default TensorFlow).
-
-    Keras reads KERAS_BACKEND once, when it is first imported: it is set here,
-    before the module imports Keras. `NAME` runs on TensorFlow; `NAME_jax`,
-    where it exists, on JAX.
-    """
-    backends = ["tensorflow"]
-    if importlib.util.find_spec(f"keras_bn.bench.{name}_jax") is not None:
-        backends.append("jax")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--backend", default="tensorflow")
-    backend = pre.parse_known_args(argv)[0].backend
-    if backend not in backends:  # the benchmark's parser reports it
-        backend = "tensorflow"
-    os.environ["KERAS_BACKEND"] = backend
-    suffix = "" if backend == "tensorflow" else f"_{backend}"
-    return importlib.import_module(f"keras_bn.bench.{name}{suffix}"), backends
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,29 +5,22 @@ from __future__ import annotations
 import argparse
 
 from keras_bn.argument_types import non_negative_float
-from keras_bn.cli.arguments import add_model_argument
+from keras_bn.cli import arguments
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import format_table, print_json
 from keras_bn.cli.progress import Progress
 from keras_bn.defaults import EXIT_OK, EXIT_PARITY, QUANTIZE_CHOICES
 
-HELP = "run a TFLite or ONNX file and compare it with a Keras model"
-EPILOG = (
-    "example:\n  keras-bn check model.keras export/out/model.onnx\n"
-    "  keras-bn check model.keras model_int8.tflite --quantize int8 --data digits.npz"
-)
-
-INPUT_FILES = {"model": "Keras model", "file": "exported file", "data": "data file"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument("file", metavar="FILE.tflite|FILE.onnx")
-    parser.add_argument(
-        "--data",
-        metavar="FILE",
-        help="inputs: x_test of an .npz, or an .npy (default: seeded standard normal)",
+    arguments.add_model_argument(parser)
+    arguments.add_input_file(
+        parser, "file", what="exported file", metavar="FILE.tflite|FILE.onnx"
+    )
+    arguments.add_data_argument(
+        parser,
+        "inputs: x_test of an .npz, or an .npy (default: seeded standard normal)",
     )
     parser.add_argument(
         "--quantize",

@@ -6,32 +6,21 @@ import argparse
 from pathlib import Path
 
 from keras_bn.argument_types import positive_int
+from keras_bn.cli import arguments
 from keras_bn.cli.loading import existing_file
 from keras_bn.cli.output import format_table, print_json, size_text
 from keras_bn.cli.progress import Progress, training_progress
 from keras_bn.defaults import DEMO_EPOCHS, DEMO_OUT, EXIT_OK
-
-HELP = (
-    "train a small CNN with keras_bn.BatchNormalization under XLA, fold it, "
-    "export TFLite (float32, int8) and ONNX, and compare them all on "
-    "held-out data; also its accuracy with population statistics"
-)
-EPILOG = (
-    "example:\n  keras-bn demo --epochs 8 --out export/out\n"
-    "  keras-bn demo --data mnist.npz   # x_train, y_train, x_test, y_test"
-)
-
-INPUT_FILES = {"data": "data file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epochs", type=positive_int, default=DEMO_EPOCHS, help="default: %(default)s"
     )
-    parser.add_argument(
-        "--data",
-        metavar="FILE.npz",
-        help="x_train, y_train, x_test, y_test (default: scikit-learn's digits)",
+    arguments.add_data_argument(
+        parser,
+        "x_train, y_train, x_test, y_test (default: scikit-learn's digits)",
+        npz_only=True,
     )
     parser.add_argument(
         "--out", metavar="DIR", default=DEMO_OUT, help="default: %(default)s"

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from keras_bn.argument_types import int_between, non_negative_float
-from keras_bn.cli.arguments import add_model_argument, add_population_data
+from keras_bn.cli import arguments
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json
@@ -21,35 +21,18 @@ from keras_bn.defaults import (
     QUANTIZE_CHOICES,
 )
 
-HELP = (
-    "fold and export a Keras model to TFLite and/or ONNX; each file is "
-    "parity-checked before it is written"
-)
-EPILOG = (
-    "example:\n  keras-bn export model.keras --format all -o export/out\n"
-    "  keras-bn export model.keras --format tflite --quantize int8 --data digits.npz\n"
-    "  keras-bn export model.keras --population-data digits.npz"
-)
-
-INPUT_FILES = {
-    "model": "Keras model",
-    "data": "data file",
-    "population_data": "data file",
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
+    arguments.add_model_argument(parser)
     parser.add_argument(
         "--format", choices=FORMAT_CHOICES, default="all", help="default: %(default)s"
     )
     parser.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES, help="TFLite only (default: float32)"
     )
-    parser.add_argument(
-        "--data",
-        metavar="FILE",
-        help=".npz (x_train calibrates int8, x_test checks parity) or .npy "
+    arguments.add_data_argument(
+        parser,
+        ".npz (x_train calibrates int8, x_test checks parity) or .npy "
         "(both); default parity inputs: seeded standard normal",
     )
     parser.add_argument(
@@ -72,10 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tolerance",
         type=non_negative_float,
         help="max relative error allowed, as `check` takes it (default: the bound "
-        "of keras_bn.export.parity_bounds; a QAT model's int8 files are judged "
-        "by the exact gate instead)",
+        "of keras_bn.export.parity_bounds); an int8 file, judged by the exact "
+        "gate against its simulation, must also be within it of the float "
+        "model (not used for a QAT model's files)",
     )
-    add_population_data(parser)
+    arguments.add_population_data(parser)
 
 
 def check_flags(args: argparse.Namespace) -> None:

@@ -5,37 +5,20 @@ from __future__ import annotations
 import argparse
 
 from keras_bn.argument_types import non_negative_float
-from keras_bn.cli.arguments import (
-    add_model_argument,
-    add_population_data,
-    keras_output_path,
-)
+from keras_bn.cli import arguments
 from keras_bn.cli.loading import load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
 from keras_bn.defaults import EXIT_OK
 
-HELP = (
-    "fold every BatchNormalization of a Keras model into its neighbour "
-    "and verify the result"
-)
-EPILOG = (
-    "example:\n  keras-bn fold model.keras -o model_folded.keras\n"
-    "  keras-bn fold model.keras --population-data digits.npz"
-)
-
-INPUT_FILES = {"model": "Keras model", "population_data": "data file"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT.keras",
-        help="default: MODEL_folded.keras next to MODEL; replaced only once "
-        "the new file is complete. The folded model is a new, inference-only "
-        "model: no compile configuration or optimizer state",
+    arguments.add_model_argument(parser)
+    arguments.add_output_argument(
+        parser,
+        "_folded",
+        "The folded model is a new, inference-only model: no compile "
+        "configuration or optimizer state",
     )
     parser.add_argument(
         "--rtol",
@@ -48,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         help="verification, absolute (default: keras_bn.fold_batchnorm's)",
     )
-    add_population_data(parser)
+    arguments.add_population_data(parser)
 
 
 def tolerances(args: argparse.Namespace) -> dict:
@@ -63,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_bn.staging import save_model
 
     # A bad -o fails before the model is loaded.
-    output = keras_output_path(args.model, args.output, "_folded")
+    output = arguments.keras_output_path(args)
     population_data = None
     if args.population_data is not None:
         population_data = load_population_data(args.population_data)

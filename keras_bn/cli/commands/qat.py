@@ -6,37 +6,27 @@ import argparse
 from pathlib import Path
 
 from keras_bn.argument_types import positive_float, positive_int
-from keras_bn.cli.arguments import add_model_argument, keras_output_path
+from keras_bn.cli import arguments
 from keras_bn.cli.errors import CommandError
 from keras_bn.cli.loading import existing_file, load_model, saved_compile_config
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress, training_progress
 from keras_bn.defaults import EXIT_OK, WEIGHT_GRANULARITIES
 
-HELP = (
-    "fine-tune a trained model with its BNs folded and int8 rounding simulated "
-    "(quantization-aware training); export the result with `keras-bn export`"
-)
-EPILOG = (
-    "example:\n"
-    "  keras-bn qat model.keras --data digits.npz --epochs 3 -o model_qat.keras\n"
-    "  keras-bn qat model.keras --data digits.npz --weights per_tensor --json\n"
-    "  keras-bn export model_qat.keras --data digits.npz   # int8 TFLite + QDQ ONNX"
-)
-INPUT_FILES = {"model": "Keras model", "data": "data file"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument(
-        "--data",
-        metavar="FILE.npz",
+    arguments.add_model_argument(parser)
+    arguments.add_data_argument(
+        parser,
+        "x_train and y_train (integer labels); x_test, y_test to validate",
+        npz_only=True,
         required=True,
-        help="x_train and y_train (integer labels); x_test, y_test to validate",
     )
     parser.add_argument("--epochs", type=positive_int, default=3)
-    parser.add_argument(
-        "-o", "--output", metavar="OUT.keras", help="default: MODEL_qat.keras"
+    arguments.add_output_argument(
+        parser,
+        "_qat",
+        "A new model: the QAT layers with their trained int8 ranges",
     )
     parser.add_argument(
         "--weights",
@@ -69,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_bn.quantization import fine_tune
     from keras_bn.staging import save_model
 
-    output = keras_output_path(args.model, args.output, "_qat")
+    output = arguments.keras_output_path(args)
     x, y, validation = load_labeled(existing_file(args.data, "data file"))
     with Progress(["load", "train", "save"], quiet=args.quiet, desc="qat") as progress:
         progress("load")

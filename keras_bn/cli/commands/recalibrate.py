@@ -5,40 +5,25 @@ from __future__ import annotations
 import argparse
 
 from keras_bn.argument_types import positive_int
-from keras_bn.cli.arguments import add_model_argument, keras_output_path
+from keras_bn.cli import arguments
 from keras_bn.cli.loading import existing_file, load_model
 from keras_bn.cli.output import print_json, size_text
 from keras_bn.cli.progress import Progress
 from keras_bn.defaults import EXIT_OK
 
-HELP = (
-    "re-estimate every BatchNormalization's statistics on data "
-    "(population statistics, Ioffe & Szegedy's Algorithm 2)"
-)
-EPILOG = (
-    "example:\n"
-    "  keras-bn recalibrate model.keras --data digits.npz -o model_recalibrated.keras\n"
-    "  keras-bn recalibrate model.keras --data shifted.npy --dry-run   # report only"
-)
-
-INPUT_FILES = {"model": "Keras model", "data": "data file"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument(
-        "--data",
-        metavar="FILE",
-        required=True,
-        help="the inputs: x_train of an .npz, or an .npy (unlabeled images of "
+    arguments.add_model_argument(parser)
+    arguments.add_data_argument(
+        parser,
+        "the inputs: x_train of an .npz, or an .npy (unlabeled images of "
         "a new domain, for instance)",
+        required=True,
     )
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT.keras",
-        help="default: MODEL_recalibrated.keras next to MODEL; everything else "
-        "MODEL holds (compile configuration, optimizer state) is kept",
+    arguments.add_output_argument(
+        parser,
+        "_recalibrated",
+        "Everything else MODEL holds (compile configuration, optimizer state) is kept",
     )
     parser.add_argument(
         "--batch-size",
@@ -60,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     output = None
     if not args.dry_run:
-        output = keras_output_path(args.model, args.output, "_recalibrated")
+        output = arguments.keras_output_path(args)
     data = load_population_data(existing_file(args.data, "data file"))
     stages = ["load", "estimate"] + ([] if args.dry_run else ["save"])
     with Progress(stages, quiet=args.quiet, desc="recalibrate") as progress:
