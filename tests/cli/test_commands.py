@@ -146,6 +146,14 @@ def test_check_passes_on_the_demo_export(demo_run):
     report = json.loads(result.stdout)
     assert report["passed"] is True
     assert report["parity"]["max_rel_error"] <= EXPORT_FLOAT32_RTOL
+    assert report["parity"]["rule"] == "error_model"
+    table = keras_bn_cli(
+        "check", out / "digits_cnn.keras", out / "digits_cnn.onnx", "-q"
+    )
+    assert table.returncode == 0, table.stderr
+    assert "judged by: max rel error within keras_bn.export.parity_bounds' bound" in (
+        table.stdout
+    )
 
 
 def test_bench_forwards_its_arguments():

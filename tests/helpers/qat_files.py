@@ -9,7 +9,23 @@ import onnx
 
 from keras_bn.export import bn_ops_left, load_runtime, to_onnx, to_tflite
 from keras_bn.export.quantized import float_ops
+from keras_bn.quantization import quantize_model
 from keras_bn.quantization.gate import MAX_STEPS, output_step, step_report
+from tests.helpers.folding import set_statistics
+
+
+def trained_qat(factory, weights, rng):
+    """A QAT copy of `factory()` with set statistics, calibrated and fitted one
+    epoch on seeded noise; and 32 inputs to compare on."""
+    model = factory()
+    set_statistics(model, rng)
+    shape = model.input_shape[1:]
+    x = rng.normal(size=(48, *shape)).astype("float32")
+    qat = quantize_model(model, weights=weights, calibration_data=x)
+    qat.compile("adam", "mse")
+    y = rng.normal(size=(48, *model.output_shape[1:]))
+    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    return qat, rng.normal(size=(32, *shape)).astype("float32")
 
 
 def judge_int8_files(qat, x, directory, formats=("tflite", "onnx")) -> dict:

@@ -6,14 +6,12 @@ import pytest
 
 import keras_bn
 from keras_bn.export import (
-    BATCHNORM_OP_TYPES,
     ParityError,
     load_runtime,
-    to_onnx,
     to_tflite,
 )
-from keras_bn.export.quantized import convert_quantized_tflite, float_ops
-from keras_bn.quantization import quantize_model, sync_input_steps
+from keras_bn.export.quantized import convert_quantized_tflite
+from keras_bn.quantization import sync_input_steps
 from keras_bn.quantization.gate import (
     MAX_STEPS,
     SATURATING_OUTPUT_BOUNDS,
@@ -22,6 +20,7 @@ from keras_bn.quantization.gate import (
     step_report,
 )
 from tests.helpers.folding import set_statistics
+from tests.helpers.qat_files import judge_int8_files, trained_qat
 from tests.quantization.test_quantize_model import (
     residual_concat_model,
     sequential_model,
@@ -59,18 +58,6 @@ MODELS = {
 }
 
 
-def trained_qat(factory, weights, rng):
-    model = factory()
-    set_statistics(model, rng)
-    shape = model.input_shape[1:]
-    x = rng.normal(size=(48, *shape)).astype("float32")
-    qat = quantize_model(model, weights=weights, calibration_data=x)
-    qat.compile("adam", "mse")
-    y = rng.normal(size=(48, *model.output_shape[1:]))
-    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    return qat, rng.normal(size=(32, *shape)).astype("float32")
-
-
 @pytest.mark.parametrize(
     ("name", "weights"),
     [
@@ -82,25 +69,7 @@ def trained_qat(factory, weights, rng):
 )
 def test_tflite_and_onnx_files_are_the_simulation(name, weights, rng, tmp_path):
     qat, x = trained_qat(MODELS[name], weights, rng)
-    tflite = to_tflite(qat, tmp_path / "m.tflite", quantize="int8", inputs=x)
-    onnx_report = to_onnx(qat, tmp_path / "m.onnx", inputs=x)
-    # After `fit`, the export synced each bias grid to its input's range; the
-    # simulation is the model as exported.
-    simulated = qat(x, training=False).numpy()
-    step = output_step(qat)
-    assert float_ops((tmp_path / "m.tflite").read_bytes()) == []
-    ops = onnx_report.op_histogram
-    assert (
-        ops["QuantizeLinear"] >= 2 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
-    )
-    for report in (tflite, onnx_report):
-        assert report.quantize == "int8" or report.format == "onnx"
-        assert not BATCHNORM_OP_TYPES & set(report.op_histogram)
-        assert report.parity.steps["passed"], report.parity.steps["summary"]
-        # The gate's verdict, recomputed from the file independently of the export.
-        outputs = load_runtime(report.path)(x)
-        independent = step_report(simulated, outputs, step)
-        assert independent.passed and independent.max_steps <= MAX_STEPS
+    judge_int8_files(qat, x, tmp_path)
 
 
 def test_int8_input_and_output(rng, tmp_path):

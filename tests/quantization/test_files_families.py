@@ -13,8 +13,7 @@ import pytest
 import keras_bn
 from keras_bn.export import to_tflite
 from keras_bn.quantization import quantized_blocks
-from tests.helpers.qat_files import judge_int8_files
-from tests.quantization.test_files import trained_qat
+from tests.helpers.qat_files import judge_int8_files, trained_qat
 
 L = keras.layers
 

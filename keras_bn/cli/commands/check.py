@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not report.passed:
         if not args.json:
             print(format_table([table_row(exported.name, report)], TABLE_COLUMNS))
+            print(f"judged by: {report.describe_rule()}")
         raise CommandError(
             f"parity failure: {exported.name} differs from the Keras model by a "
             f"max relative error of {report.max_rel_error:.3e}, above the "
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print_json({"status": "ok", "parity": report, "passed": True})
     else:
         print(format_table([table_row(exported.name, report)], TABLE_COLUMNS))
+        print(f"judged by: {report.describe_rule()}")
     return EXIT_OK
 
 
