@@ -295,7 +295,17 @@ def _row(name, model, data, directory) -> QatRow:
 
 
 def run(args) -> list[dict]:
-    """The study as table rows: accuracy per model and file, then the epoch cost."""
+    """The study as table rows: accuracy per model and file, then the epoch cost.
+
+    Raises:
+        ValueError: `--freeze-bn-after` above `--qat-epochs` (before training).
+    """
+    if args.freeze_bn_after > args.qat_epochs:
+        raise ValueError(
+            "--freeze-bn-after must be at most --qat-epochs. Received: "
+            f"--freeze-bn-after {args.freeze_bn_after} with --qat-epochs "
+            f"{args.qat_epochs}"
+        )
     study = run_qat_study(
         epochs=args.epochs,
         qat_epochs=args.qat_epochs,
