@@ -226,6 +226,12 @@ def add_qat_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--learning-rate", type=positive_float, default=1e-2, help="float training's"
     )
+    parser.add_argument(
+        "--prune-fraction",
+        type=non_negative_float,
+        default=0.0,
+        help="share of each block's expansion channels zeroed after float training",
+    )
 
 
 ADD_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {

@@ -55,6 +55,11 @@ COLUMNS = [
 
 BATCH_SIZE = 32
 
+# Name suffixes of each inverted block's expansion and depthwise convolutions
+# (their BNs add "_bn"), by which `prune_expansion_channels` finds them.
+EXPAND = "_expand"
+DEPTHWISE = "_depthwise"
+
 
 def mobilenet_style(
     input_shape, num_classes: int, width: int = 16, epsilon: float = 1e-3
@@ -67,21 +72,31 @@ def mobilenet_style(
     """
     layers = keras.layers
 
-    def conv_bn(x, filters, kernel=1, strides=1, relu6=True, depthwise=False):
+    def conv_bn(
+        x, filters, kernel=1, strides=1, relu6=True, depthwise=False, name=None
+    ):
+        bn_name = None if name is None else name + "_bn"
         if depthwise:
-            x = layers.DepthwiseConv2D(kernel, strides, padding="same", use_bias=False)(
-                x
-            )
+            x = layers.DepthwiseConv2D(
+                kernel, strides, padding="same", use_bias=False, name=name
+            )(x)
         else:
-            x = layers.Conv2D(filters, kernel, strides, padding="same", use_bias=False)(
-                x
-            )
-        x = keras_bn.BatchNormalization(momentum=0.9, epsilon=epsilon)(x)
+            x = layers.Conv2D(
+                filters,
+                kernel,
+                strides,
+                padding="same",
+                use_bias=False,
+                name=name,
+            )(x)
+        x = keras_bn.BatchNormalization(momentum=0.9, epsilon=epsilon, name=bn_name)(x)
         return layers.ReLU(6.0)(x) if relu6 else x
 
-    def inverted_residual(x, filters, strides):
-        y = conv_bn(x, 4 * x.shape[-1])
-        y = conv_bn(y, None, 3, strides, depthwise=True)
+    def inverted_residual(x, filters, strides, block):
+        y = conv_bn(x, 4 * x.shape[-1], name=f"block{block}{EXPAND}")
+        y = conv_bn(
+            y, None, 3, strides, depthwise=True, name=f"block{block}{DEPTHWISE}"
+        )
         y = conv_bn(y, filters, relu6=False)
         if strides == 1 and x.shape[-1] == filters:
             y = layers.Add()([x, y])
@@ -89,13 +104,69 @@ def mobilenet_style(
 
     inputs = keras.Input(tuple(input_shape))
     x = conv_bn(inputs, width, 3)
-    x = inverted_residual(x, width, 1)
-    x = inverted_residual(x, 2 * width, 2)
-    x = inverted_residual(x, 2 * width, 1)
+    x = inverted_residual(x, width, 1, 1)
+    x = inverted_residual(x, 2 * width, 2, 2)
+    x = inverted_residual(x, 2 * width, 1, 3)
     x = conv_bn(x, 4 * width)
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(num_classes)(x)
     return keras.Model(inputs, outputs, name="mobilenet_style")
+
+
+def prune_expansion_channels(model: keras.Model, fraction: float) -> list[np.ndarray]:
+    """Zeroes the smallest-L1 `fraction` of each inverted block's expansion channels.
+
+    Mask-style structured pruning, in place: the channel's 1×1 filter and its
+    BN's γ and β are set to zero, so the channel outputs exactly 0 (as if it
+    were removed) while the layers keep their shapes. Its depthwise
+    convolution then sees a constant 0, and once the BN statistics are
+    re-estimated (`keras_bn.population_statistics`) the depthwise BN's
+    variance of that channel is 0, so folding scales its still nonzero
+    depthwise weights by γ/√ε: the per-tensor failure Nagel et al. (2019)
+    describe for channels that die in training. Removing the channels
+    instead would leave nothing to collapse.
+
+    Args:
+        model: a `mobilenet_style` model.
+        fraction: share of each block's expansion channels, in `[0, 1)`;
+            rounded to a whole number of channels.
+
+    Returns:
+        The pruned channel indices, one array per block, in block order.
+
+    Raises:
+        ValueError: `fraction` outside `[0, 1)`, or `model` has no expansion
+            convolution.
+    """
+    check_prune_fraction(fraction)
+    convolutions = [layer for layer in model.layers if layer.name.endswith(EXPAND)]
+    if not convolutions:
+        raise ValueError(
+            f"Model {model.name!r} has no layer named '*{EXPAND}' (a "
+            "`mobilenet_style` block's expansion convolution) to prune."
+        )
+    pruned = []
+    for convolution in convolutions:
+        kernel = keras.ops.convert_to_numpy(convolution.kernel)
+        l1 = np.abs(kernel).sum(axis=tuple(range(kernel.ndim - 1)))
+        channels = np.argsort(l1, kind="stable")[: round(fraction * l1.size)]
+        kernel[..., channels] = 0
+        convolution.kernel.assign(kernel)
+        bn = model.get_layer(convolution.name + "_bn")
+        for variable in (bn.gamma, bn.beta):
+            values = keras.ops.convert_to_numpy(variable)
+            values[channels] = 0
+            variable.assign(values)
+        pruned.append(channels)
+    return pruned
+
+
+def check_prune_fraction(fraction: float) -> None:
+    """Raises ValueError unless `0 <= fraction < 1`."""
+    if not 0 <= fraction < 1:
+        raise ValueError(
+            f"The prune fraction must be in [0, 1). Received: prune_fraction={fraction}"
+        )
 
 
 @dataclasses.dataclass
@@ -209,6 +280,7 @@ def run_qat_study(
     width: int = 16,
     learning_rate: float = 1e-2,
     epsilon: float = 1e-5,
+    prune_fraction: float = 0.0,
 ) -> QatStudy:
     """Trains the float model, then measures PTQ and QAT at both granularities.
 
@@ -228,15 +300,21 @@ def run_qat_study(
             folded depthwise weights are scaled up to 200× the others (the
             per-tensor failure of MobileNetV2, Nagel et al. 2019); with
             Keras' 1e-3 and a gentler training the spread stays below 4×.
+        prune_fraction: if above 0, after the float training this share of
+            each block's expansion channels is pruned
+            (`prune_expansion_channels`) and the BN statistics are
+            re-estimated on the training images; the study then quantizes
+            the pruned model, and its rows follow a "float pruned" row.
 
     Returns:
         A `QatStudy`.
 
     Raises:
-        ValueError: `freeze_bn_after` outside `[0, qat_epochs]`, before any
-            training.
+        ValueError: `freeze_bn_after` outside `[0, qat_epochs]`, or
+            `prune_fraction` outside `[0, 1)`, before any training.
     """
     bn_freeze_epoch(qat_epochs, freeze_bn_after)  # a bad value fails before training
+    check_prune_fraction(prune_fraction)
     keras.utils.set_random_seed(seed)
     data = digits() if data is None else data
     model = mobilenet_style(data.x_train.shape[1:], data.num_classes, width, epsilon)
@@ -245,9 +323,11 @@ def run_qat_study(
         data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=epochs - 1, verbose=0
     )
     float_epoch = _timed_epoch(model, data)
-    rows = [
-        QatRow("float", accuracy(model.predict(data.x_test, verbose=0), data.y_test))
-    ]
+    rows = [QatRow("float", _accuracy(model, data))]
+    if prune_fraction > 0:
+        prune_expansion_channels(model, prune_fraction)
+        keras_bn.population_statistics(model, data.x_train, verbose=0)
+        rows.append(QatRow("float pruned", _accuracy(model, data)))
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     qat_seconds = []
     with tempfile.TemporaryDirectory() as directory:
@@ -281,6 +361,7 @@ def run_qat_study(
             "width": width,
             "learning_rate": learning_rate,
             "epsilon": epsilon,
+            "prune_fraction": prune_fraction,
             "batch_size": BATCH_SIZE,
             "train": len(data.y_train),
             "test": len(data.y_test),
@@ -288,8 +369,12 @@ def run_qat_study(
     )
 
 
+def _accuracy(model, data: Dataset) -> float:
+    return accuracy(model.predict(data.x_test, verbose=0), data.y_test)
+
+
 def _row(name, model, data, directory) -> QatRow:
-    row = QatRow(name, accuracy(model.predict(data.x_test, verbose=0), data.y_test))
+    row = QatRow(name, _accuracy(model, data))
     _measure_files(row, model, data, directory)
     return row
 
@@ -298,13 +383,19 @@ def run(args) -> list[dict]:
     """The study as table rows: accuracy per model and file, then the epoch cost.
 
     Raises:
-        ValueError: `--freeze-bn-after` above `--qat-epochs` (before training).
+        ValueError: `--freeze-bn-after` above `--qat-epochs`, or
+            `--prune-fraction` not below 1 (before training).
     """
     if args.freeze_bn_after > args.qat_epochs:
         raise ValueError(
             "--freeze-bn-after must be at most --qat-epochs. Received: "
             f"--freeze-bn-after {args.freeze_bn_after} with --qat-epochs "
             f"{args.qat_epochs}"
+        )
+    if args.prune_fraction >= 1:
+        raise ValueError(
+            "--prune-fraction must be below 1. Received: --prune-fraction "
+            f"{args.prune_fraction}"
         )
     study = run_qat_study(
         epochs=args.epochs,
@@ -313,6 +404,7 @@ def run(args) -> list[dict]:
         seed=args.seed,
         learning_rate=args.learning_rate,
         epsilon=args.epsilon,
+        prune_fraction=args.prune_fraction,
     )
 
     def percent(value):

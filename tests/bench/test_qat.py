@@ -1,6 +1,15 @@
-"""`keras-bn bench qat`: its flags are checked before any training."""
+"""`keras-bn bench qat`: flags checked before training; the pruning option."""
 
+import numpy as np
+
+import keras_bn
 from keras_bn import cli, defaults
+from keras_bn.bench.qat import (
+    DEPTHWISE,
+    EXPAND,
+    mobilenet_style,
+    prune_expansion_channels,
+)
 
 
 def test_freezing_after_more_epochs_than_qat_runs_is_refused_by_flag_name(capsys):
@@ -9,3 +18,35 @@ def test_freezing_after_more_epochs_than_qat_runs_is_refused_by_flag_name(capsys
     err = capsys.readouterr().err
     assert "--freeze-bn-after must be at most --qat-epochs" in err
     assert "--freeze-bn-after 3 with --qat-epochs 2" in err
+
+
+def test_a_prune_fraction_of_one_is_refused_by_flag_name(capsys):
+    code = cli.main(["bench", "qat", "--prune-fraction", "1", "-q"])
+    assert code == defaults.EXIT_BAD_INPUT
+    assert "--prune-fraction must be below 1" in capsys.readouterr().err
+
+
+def test_pruning_zeroes_the_weakest_expansion_channels_and_collapses_their_variance():
+    model = mobilenet_style((8, 8, 1), num_classes=3, width=4, epsilon=1e-5)
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
+    expansions = [layer for layer in model.layers if layer.name.endswith(EXPAND)]
+    before = [np.array(layer.kernel) for layer in expansions]
+
+    pruned = prune_expansion_channels(model, 0.25)
+    keras_bn.population_statistics(model, x, verbose=0)
+
+    assert [len(channels) for channels in pruned] == [4, 4, 8]  # 25% of 16, 16, 32
+    for layer, kernel, channels in zip(expansions, before, pruned, strict=True):
+        l1 = np.abs(kernel).sum(axis=(0, 1, 2))
+        kept = np.setdiff1d(np.arange(l1.size), channels)
+        assert l1[channels].max() <= l1[kept].min()
+        after = np.array(layer.kernel)
+        np.testing.assert_array_equal(after[..., channels], 0.0)
+        np.testing.assert_array_equal(after[..., kept], kernel[..., kept])
+        # The channel outputs exactly 0, so its BN statistics, and those of
+        # the depthwise convolution it feeds, are exactly 0.
+        block = layer.name[: -len(EXPAND)]
+        for bn_name in (layer.name + "_bn", block + DEPTHWISE + "_bn"):
+            bn = model.get_layer(bn_name)
+            np.testing.assert_array_equal(np.array(bn.moving_variance)[channels], 0.0)
+            assert np.all(np.array(bn.moving_variance)[kept] > 0)
