@@ -13,8 +13,10 @@ measures held-out accuracy of
 each int8 model measured on its TFLite file and on its ONNX file, which are
 also judged against the model by the exact gate
 (`keras_bn.quantization.gate`). The cost of a QAT epoch against a float
-epoch is timed in the same run. docs/quantization.md shows the table and the
-command that made it.
+epoch is timed in the same run. With a prune fraction the float model's
+weakest expansion channels are zeroed first (`prune_expansion_channels`), which
+makes per-tensor PTQ collapse. docs/quantization.md shows the tables and the
+commands that made them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "QatRow",
     "QatStudy",
     "mobilenet_style",
+    "prune_expansion_channels",
     "run",
     "run_qat_study",
 ]
