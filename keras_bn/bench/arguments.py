@@ -204,34 +204,24 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: `keras-bn bench qat`'s flags: (flag, type, default, help).
+QAT_FLAGS = (
+    ("--epochs", positive_int, 15, "float training epochs"),
+    ("--learning-rate", positive_float, 1e-2, "float training's Adam rate"),
+    ("--epsilon", non_negative_float, 1e-5, "the BN layers' epsilon"),
+    ("--seed", int, 0, "seed of the float run"),
+    ("--prune-fraction", non_negative_float, 0.0, "share of expansion channels pruned"),
+    ("--qat-epochs", positive_int, 10, "QAT fine-tuning epochs"),
+    ("--freeze-bn-after", positive_int, 3, "epochs before BN freezes (≤ --qat-epochs)"),
+)
+
+
 def add_qat_arguments(parser: argparse.ArgumentParser) -> None:
-    """`keras-bn bench qat`'s flags: the study's settings."""
-    parser.add_argument("--epochs", type=positive_int, default=15, help="float epochs")
-    parser.add_argument(
-        "--qat-epochs", type=positive_int, default=10, help="QAT fine-tuning epochs"
-    )
-    parser.add_argument(
-        "--freeze-bn-after",
-        type=positive_int,
-        default=3,
-        help="QAT epochs before the BN statistics freeze (at most --qat-epochs)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--epsilon",
-        type=non_negative_float,
-        default=1e-5,
-        help="the BN layers' epsilon",
-    )
-    parser.add_argument(
-        "--learning-rate", type=positive_float, default=1e-2, help="float training's"
-    )
-    parser.add_argument(
-        "--prune-fraction",
-        type=non_negative_float,
-        default=0.0,
-        help="share of each block's expansion channels zeroed after float training",
-    )
+    """`keras-bn bench qat`'s flags: the study's settings (`QAT_FLAGS`)."""
+    for flag, kind, default, text in QAT_FLAGS:
+        parser.add_argument(
+            flag, type=kind, default=default, help=f"{text} (default: %(default)s)"
+        )
 
 
 ADD_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
