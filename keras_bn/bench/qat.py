@@ -331,8 +331,34 @@ def run_qat_study(
         prune_expansion_channels(model, prune_fraction)
         keras_bn.population_statistics(model, data.x_train, verbose=0)
         rows.append(QatRow("float pruned", _accuracy(model, data)))
+    quantized_rows, qat_epoch = _quantized_rows(
+        model, data, qat_epochs, freeze_bn_after
+    )
+    return QatStudy(
+        rows=rows + quantized_rows,
+        epoch_cost_ratio=qat_epoch / float_epoch,
+        settings={
+            "epochs": epochs,
+            "qat_epochs": qat_epochs,
+            "freeze_bn_after": freeze_bn_after,
+            "seed": seed,
+            "width": width,
+            "learning_rate": learning_rate,
+            "epsilon": epsilon,
+            "prune_fraction": prune_fraction,
+            "batch_size": BATCH_SIZE,
+            "train": len(data.y_train),
+            "test": len(data.y_test),
+        },
+    )
+
+
+def _quantized_rows(
+    model, data: Dataset, qat_epochs: int, freeze_bn_after: int | None
+) -> tuple[list[QatRow], float]:
+    """PTQ then QAT rows at each granularity, and the fastest QAT epoch in seconds."""
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    qat_seconds = []
+    rows, qat_seconds = [], []
     with tempfile.TemporaryDirectory() as directory:
         for granularity in WEIGHT_GRANULARITIES:
             ptq = quantize_model(
@@ -353,23 +379,7 @@ def run_qat_study(
             )
             qat_seconds.append(min(timer.seconds))
             rows.append(_row(f"QAT {granularity}", result.model, data, directory))
-    return QatStudy(
-        rows=rows,
-        epoch_cost_ratio=min(qat_seconds) / float_epoch,
-        settings={
-            "epochs": epochs,
-            "qat_epochs": qat_epochs,
-            "freeze_bn_after": freeze_bn_after,
-            "seed": seed,
-            "width": width,
-            "learning_rate": learning_rate,
-            "epsilon": epsilon,
-            "prune_fraction": prune_fraction,
-            "batch_size": BATCH_SIZE,
-            "train": len(data.y_train),
-            "test": len(data.y_test),
-        },
-    )
+    return rows, min(qat_seconds)
 
 
 def _accuracy(model, data: Dataset) -> float:

@@ -1,5 +1,7 @@
 """`keras-bn bench qat`: flags checked before training; the pruning option."""
 
+import dataclasses
+
 import numpy as np
 
 import keras_bn
@@ -50,3 +52,40 @@ def test_pruning_zeroes_the_weakest_expansion_channels_and_collapses_their_varia
             bn = model.get_layer(bn_name)
             np.testing.assert_array_equal(np.array(bn.moving_variance)[channels], 0.0)
             assert np.all(np.array(bn.moving_variance)[kept] > 0)
+
+
+def test_the_study_measures_every_model_on_its_files_within_the_gate():
+    from keras_bn.bench.qat import run_qat_study
+    from keras_bn.data import digits
+
+    full = digits()
+    data = dataclasses.replace(
+        full,
+        x_train=full.x_train[:96],
+        y_train=full.y_train[:96],
+        x_test=full.x_test[:32],
+        y_test=full.y_test[:32],
+    )
+    study = run_qat_study(
+        epochs=2,
+        qat_epochs=1,
+        freeze_bn_after=0,
+        data=data,
+        width=4,
+        prune_fraction=0.25,
+    )
+    names = [row.name for row in study.rows]
+    assert names == [
+        "float",
+        "float pruned",
+        "PTQ per_channel",
+        "QAT per_channel",
+        "PTQ per_tensor",
+        "QAT per_tensor",
+    ]
+    for row in study.rows[2:]:  # each int8 model, on both of its files
+        for steps in (row.tflite_steps, row.onnx_steps):
+            assert steps["passed"] and steps["max_steps"] <= 1, (row.name, steps)
+        assert 0 <= row.tflite_accuracy <= 1 and 0 <= row.onnx_accuracy <= 1
+    assert study.epoch_cost_ratio > 0
+    assert study.settings["prune_fraction"] == 0.25
