@@ -179,14 +179,12 @@ class StepReport:
     histogram: dict[int, int]
     max_steps: int
     samples: int
+    max_excess: int
     allowed: int = MAX_STEPS
-    max_excess: int | None = None
 
     @property
     def passed(self) -> bool:
-        if self.max_excess is not None:
-            return self.max_excess <= 0
-        return self.max_steps <= self.allowed
+        return self.max_excess <= 0
 
     def to_dict(self) -> dict:
         rule = f"every output within {MAX_STEPS} quantization step"

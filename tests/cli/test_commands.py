@@ -342,16 +342,23 @@ def test_json_mode_reports_errors_on_stdout(tmp_path, capsys):
     assert "does not exist" in report["error"]
 
 
-def test_int8_export_then_check_on_the_same_npz_agree(demo_run, tmp_path, capsys):
-    # Issue 12, case 6: export judged int8 on x_train, check on x_test, and the
-    # same file got two verdicts. Both now judge the samples calibration did
-    # not see, so they measure the same error and agree.
+@pytest.fixture
+def int8_export(demo_run, tmp_path):
+    """The demo model, the digits as a user's `.npz` (x_train calibrates, x_test
+    judges), and `keras-bn export`'s int8 TFLite arguments for them."""
     out, _ = demo_run
     data = keras_bn.data.digits()
     npz = tmp_path / "digits.npz"
     np.savez(npz, x_train=data.x_train, x_test=data.x_test)
-    model = str(out / "digits_cnn.keras")
-    export_args = ["--format", "tflite", "--quantize", "int8", "--data", str(npz)]
+    args = ["--format", "tflite", "--quantize", "int8", "--data", str(npz)]
+    return str(out / "digits_cnn.keras"), npz, args
+
+
+def test_int8_export_then_check_on_the_same_npz_agree(int8_export, tmp_path, capsys):
+    # Issue 12, case 6: export judged int8 on x_train, check on x_test, and the
+    # same file got two verdicts. Both now judge the samples calibration did
+    # not see, so they measure the same error and agree.
+    model, npz, export_args = int8_export
     assert cli.main(["export", model, *export_args, "-o", str(tmp_path), "--json"]) == 0
     exported = json.loads(capsys.readouterr().out)
     check_args = ["--quantize", "int8", "--data", str(npz), "--json"]
@@ -361,7 +368,7 @@ def test_int8_export_then_check_on_the_same_npz_agree(demo_run, tmp_path, capsys
     export_parity = exported["exports"][0]["parity"]
     assert exported["status"] == checked["status"] == "ok"
     assert export_parity["input_shape"] == checked["parity"]["input_shape"]
-    assert export_parity["input_shape"][0] == len(data.x_test)
+    assert export_parity["input_shape"][0] == len(np.load(npz)["x_test"])
     assert export_parity["max_rel_error"] == checked["parity"]["max_rel_error"]
     assert export_parity["passed"] and checked["passed"]
     # Export judged its own file exactly against the post-training simulation;
@@ -371,16 +378,11 @@ def test_int8_export_then_check_on_the_same_npz_agree(demo_run, tmp_path, capsys
     assert checked["parity"]["rule"] == "error_model"
 
 
-def test_int8_export_tolerance_bounds_the_float_error(demo_run, tmp_path, capsys):
+def test_int8_export_tolerance_bounds_the_float_error(int8_export, tmp_path, capsys):
     # `--tolerance` bounds a post-training int8 file's error against the
     # float model, on top of the exact gate: below the measured error the
     # export is refused with both verdicts, and nothing is written.
-    out, _ = demo_run
-    data = keras_bn.data.digits()
-    npz = tmp_path / "digits.npz"
-    np.savez(npz, x_train=data.x_train, x_test=data.x_test)
-    model = str(out / "digits_cnn.keras")
-    args = ["--format", "tflite", "--quantize", "int8", "--data", str(npz)]
+    model, _, args = int8_export
     written = tmp_path / "out"
     code = cli.main(
         ["export", model, *args, "--tolerance", "1e-6", "-o", str(written), "--json"]
